@@ -307,13 +307,18 @@ impl<T> fmt::Debug for Consumer<T> {
 /// condition. Obtained from [`Producer::waker`] or [`Consumer::waker`];
 /// type-erased so one list can hold the wakers of rings of any item type.
 #[derive(Clone)]
-pub struct RingWaker(Arc<dyn WakeBoth>);
+// A std `Arc` around the shim's `Arc<Shared<T>>` rather than the shim's
+// `Arc<dyn WakeBoth>`: loom's `Arc` cannot coerce to a trait object
+// (`CoerceUnsized` is unstable), and this way both builds run the same code.
+// The outer `Arc` only shares an immutable handle; the ring's lifetime is
+// still counted by the inner one. One allocation per `waker()` call.
+pub struct RingWaker(std::sync::Arc<dyn WakeBoth>);
 
 trait WakeBoth: Send + Sync {
     fn wake_both(&self);
 }
 
-impl<T: Send> WakeBoth for Shared<T> {
+impl<T: Send> WakeBoth for Arc<Shared<T>> {
     fn wake_both(&self) {
         Shared::wake_both(self);
     }
@@ -446,7 +451,7 @@ impl<T> Producer<T> {
     where
         T: Send + 'static,
     {
-        RingWaker(self.shared.clone())
+        RingWaker(std::sync::Arc::new(self.shared.clone()))
     }
 
     /// Reserves exactly `n` free slots for writing in place.
@@ -705,7 +710,7 @@ impl<T> Consumer<T> {
     where
         T: Send + 'static,
     {
-        RingWaker(self.shared.clone())
+        RingWaker(std::sync::Arc::new(self.shared.clone()))
     }
 
     /// Borrows exactly `n` readable items.
