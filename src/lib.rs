@@ -1,9 +1,60 @@
 //! # ringweave
 //!
-//! Low-latency dataflow pipelines on lock-free SPSC rings.
+//! Low-latency dataflow pipelines: a source, a chain of transform stages and
+//! a sink, each stage on its own OS thread, joined by lock-free, zero-copy
+//! SPSC rings ([`ring`]). Items move by value, in batches, with one
+//! synchronising store per batch per ring.
+//!
+//! ```
+//! use ringweave::Pipeline;
+//! use std::sync::{Arc, Mutex};
+//!
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let sink = Arc::clone(&seen);
+//! let report = Pipeline::from_iter(0..10_000u64)
+//!     .map("double", |x| x * 2)
+//!     .filter("div3", |x| x % 3 == 0)
+//!     .flat_map("pair", |x| [x, x + 1])
+//!     .stateful("running_sum", 0u64, |sum, x| {
+//!         *sum += x;
+//!         Some(*sum)
+//!     })
+//!     .ring_capacity(1024)
+//!     .sink(move |x| sink.lock().unwrap().push(x))
+//!     .run()?;
+//!
+//! let expected: Vec<u64> = (0..10_000u64)
+//!     .map(|x| x * 2)
+//!     .filter(|x| x % 3 == 0)
+//!     .flat_map(|x| [x, x + 1])
+//!     .scan(0u64, |sum, x| {
+//!         *sum += x;
+//!         Some(*sum)
+//!     })
+//!     .collect();
+//! assert_eq!(*seen.lock().unwrap(), expected);
+//! assert_eq!(report.items_delivered, expected.len() as u64);
+//! # Ok::<(), ringweave::Error>(())
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+mod config;
+mod control;
+mod error;
+mod executor;
+mod item;
+mod pipeline;
+mod report;
 pub mod ring;
+mod stage;
 
+pub use config::{ExecutionMode, HybridConfig, Mode};
+pub use error::Error;
+pub use executor::PipelineHandle;
+pub use item::Item;
+pub use pipeline::{CompletePipeline, Pipeline, DEFAULT_BATCH_SIZE, DEFAULT_RING_CAPACITY};
+pub use report::{
+    LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
+};
 pub use ringweave_ipc::wait::WaitStrategy;

@@ -499,6 +499,32 @@ impl<T> Producer<T> {
         }
     }
 
+    /// Writes `value` into the free slot `offset` positions past our publish
+    /// point, without publishing it. The pipeline's stage loop uses this to
+    /// emit items one by one and publish them with one store per batch.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must be below the free-slot count last returned by
+    /// [`slots`](Self::slots) (or a `Ready` wait), and each offset is written
+    /// once before [`publish_staged`](Self::publish_staged) covers it.
+    #[inline]
+    pub(crate) unsafe fn write_staged(&mut self, offset: usize, value: T) {
+        // SAFETY: per the contract, position + offset is a free slot that
+        // only the producer touches.
+        unsafe {
+            self.shared
+                .write(self.cursor.position() + offset as u64, value)
+        };
+    }
+
+    /// Publishes the first `n` slots written with
+    /// [`write_staged`](Self::write_staged).
+    #[inline]
+    pub(crate) fn publish_staged(&mut self, n: usize) {
+        self.commit_written(n);
+    }
+
     /// Publishes `n` slots written at our position and wakes a sleeping
     /// consumer.
     #[inline]

@@ -1,0 +1,128 @@
+//! How a pipeline runs: the execution mode and the hybrid switching policy.
+
+use crate::error::Error;
+
+/// The physical mode a pipeline starts in (and, for `Hybrid`, may leave).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ExecutionMode {
+    /// One OS thread per stage, joined by in-process rings. The default.
+    #[default]
+    InProcess,
+    /// Each transform stage in a forked worker process, joined by rings in
+    /// shared memory; source and sink stay on threads of this process.
+    Distributed,
+    /// Starts in-process and switches to distributed (and back) when the
+    /// measured throughput crosses [`HybridConfig::local_threshold`].
+    Hybrid(HybridConfig),
+}
+
+/// One of the two physical modes, as reported and as a switch target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Stages on threads of this process.
+    InProcess,
+    /// Transform stages in forked worker processes.
+    Distributed,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::InProcess => "in-process",
+            Mode::Distributed => "distributed",
+        })
+    }
+}
+
+/// The policy of [`ExecutionMode::Hybrid`].
+///
+/// `Default` gives a 100 ms sampling interval, a 1 s window, a 5 s switch
+/// timeout, hysteresis on and a 2 s cooldown; `local_threshold` has no
+/// sensible default (1,000,000 items/s) and should be set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HybridConfig {
+    /// Items per second leaving the source above which the pipeline moves to
+    /// distributed mode (and below which it moves back).
+    pub local_threshold: usize,
+    /// How often the monitor samples the stage counters, in milliseconds.
+    pub monitoring_interval_ms: u64,
+    /// Width of the rolling window the rate is computed over, in
+    /// milliseconds. At least `monitoring_interval_ms`.
+    pub window_size_ms: u64,
+    /// How long a switch may wait for every stage to reach the barrier before
+    /// it is abandoned (never forced), in milliseconds.
+    pub switch_timeout_ms: u64,
+    /// Move out above `1.1 × threshold` and back below `0.9 × threshold`
+    /// instead of crossing the threshold itself both ways.
+    pub enable_hysteresis: bool,
+    /// Minimum time between the end of one switch and the next automatic one,
+    /// in milliseconds, so the pipeline cannot flap.
+    pub cooldown_ms: u64,
+}
+
+impl Default for HybridConfig {
+    fn default() -> Self {
+        Self {
+            local_threshold: 1_000_000,
+            monitoring_interval_ms: 100,
+            window_size_ms: 1000,
+            switch_timeout_ms: 5000,
+            enable_hysteresis: true,
+            cooldown_ms: 2000,
+        }
+    }
+}
+
+impl HybridConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first invalid field and its value.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid =
+            |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
+        if self.local_threshold == 0 {
+            return invalid("local_threshold", "must be at least 1 item/s, got 0".into());
+        }
+        if self.monitoring_interval_ms == 0 {
+            return invalid(
+                "monitoring_interval_ms",
+                "must be at least 1 ms, got 0".into(),
+            );
+        }
+        if self.window_size_ms < self.monitoring_interval_ms {
+            return invalid(
+                "window_size_ms",
+                format!(
+                    "must be at least monitoring_interval_ms ({} ms), got {} ms",
+                    self.monitoring_interval_ms, self.window_size_ms
+                ),
+            );
+        }
+        if self.switch_timeout_ms == 0 {
+            return invalid("switch_timeout_ms", "must be at least 1 ms, got 0".into());
+        }
+        Ok(())
+    }
+
+    /// Rate above which the pipeline moves to distributed mode.
+    pub fn upper_threshold(&self) -> f64 {
+        let t = self.local_threshold as f64;
+        if self.enable_hysteresis {
+            1.1 * t
+        } else {
+            t
+        }
+    }
+
+    /// Rate below which the pipeline moves back in-process.
+    pub fn lower_threshold(&self) -> f64 {
+        let t = self.local_threshold as f64;
+        if self.enable_hysteresis {
+            0.9 * t
+        } else {
+            t
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! What a run reports: counts, the switches it made, latency.
+
+use crate::config::Mode;
+use std::time::{Duration, SystemTime};
+
+/// The outcome of a finished run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Items the source produced.
+    pub items_produced: u64,
+    /// Items the sink received.
+    pub items_delivered: u64,
+    /// The mode the pipeline was in when it finished.
+    pub final_mode: Mode,
+    /// Wall time from `spawn` to the last stage's exit.
+    pub elapsed: Duration,
+    /// Per-stage counts, source first, sink last.
+    pub stages: Vec<StageReport>,
+    /// Every switch attempted, in order, whatever its outcome.
+    pub switches: Vec<SwitchEvent>,
+    /// End-to-end latency of sampled items, source to sink.
+    pub latency: LatencySummary,
+}
+
+/// Counts of one stage over the whole run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StageReport {
+    /// The stage's name (`source`, `sink`, or the name given to the builder).
+    pub name: String,
+    /// Items taken from the input (0 for the source).
+    pub items_in: u64,
+    /// Items handed to the output (for the sink: items delivered).
+    pub items_out: u64,
+}
+
+/// Latency percentiles of items stamped at the source and seen at the sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LatencySummary {
+    /// Number of sampled items.
+    pub samples: u64,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
+    /// Largest seen.
+    pub max: Duration,
+}
+
+/// Why a switch was attempted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SwitchReason {
+    /// The windowed rate rose above the upper threshold.
+    ThroughputAbove {
+        /// Observed items/s leaving the source.
+        rate: f64,
+        /// The threshold it crossed, items/s.
+        threshold: f64,
+    },
+    /// The windowed rate fell below the lower threshold.
+    ThroughputBelow {
+        /// Observed items/s leaving the source.
+        rate: f64,
+        /// The threshold it crossed, items/s.
+        threshold: f64,
+    },
+    /// [`PipelineHandle::switch_to`](crate::PipelineHandle::switch_to).
+    Manual,
+}
+
+/// How a switch ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwitchOutcome {
+    /// The pipeline now runs in the target mode.
+    Completed,
+    /// Something failed before the commit; the pipeline runs exactly as
+    /// before. The cause is in the text.
+    RolledBack(String),
+    /// Not every stage reached the barrier within `switch_timeout_ms`; the
+    /// switch was abandoned and the pipeline runs as before.
+    TimedOut {
+        /// Stages that had not reached the barrier.
+        pending: Vec<String>,
+        /// The timeout, in milliseconds.
+        timeout_ms: u64,
+    },
+}
+
+/// One switch attempt.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SwitchEvent {
+    /// Mode before.
+    pub from: Mode,
+    /// Mode asked for.
+    pub to: Mode,
+    /// Why.
+    pub reason: SwitchReason,
+    /// How it ended.
+    pub outcome: SwitchOutcome,
+    /// Time during which no item moved: from the pause request to the resume.
+    pub pause: Duration,
+    /// Items copied from one kind of ring into the other.
+    pub migrated_items: u64,
+    /// Bytes of rkyv records written or read for them.
+    pub migrated_bytes: u64,
+    /// When the switch started.
+    pub at: SystemTime,
+}
