@@ -22,6 +22,7 @@ enum Exit {
     Paused(Box<dyn ErasedStage>),
     Aborted,
     Panicked(String),
+    Failed(Error),
 }
 
 /// Messages to the coordinator.
@@ -218,6 +219,7 @@ impl Coordinator {
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(control, batch))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),
                     Ok(StageExit::Finished) => end(stage, Exit::Finished),
+                    Ok(StageExit::Failed(error)) => end(stage, Exit::Failed(error)),
                     Ok(StageExit::Aborted) => end(stage, Exit::Aborted),
                     Err(payload) => end(stage, Exit::Panicked(panic_message(&*payload))),
                 };
@@ -268,6 +270,11 @@ impl Coordinator {
                 // Only an abort pauses stages in this build: drop the stage,
                 // which closes its rings so its neighbours stop too.
                 drop_quietly(stage);
+            }
+            Exit::Failed(error) => {
+                if self.failure.is_none() {
+                    self.failure = Some(error);
+                }
             }
             Exit::Panicked(message) => {
                 if self.failure.is_none() {

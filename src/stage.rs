@@ -9,7 +9,8 @@
 //! stop it at a point where no item is half-processed.
 
 use crate::control::StageControl;
-use crate::ring::{Consumer, Producer, RingWaker, WaitOutcome};
+use crate::error::Error;
+use crate::ring::{Consumer, Producer, WaitOutcome};
 use std::any::Any;
 use std::collections::VecDeque;
 
@@ -88,21 +89,63 @@ where
     }
 }
 
+/// Why a stage loop returned.
+#[derive(Debug)]
+pub(crate) enum StageExit {
+    /// End of stream reached and every output delivered to the output ring.
+    Finished,
+    /// Stopped at the barrier with nothing half-done and no output waiting:
+    /// the stage can be resumed, or moved, exactly where it was.
+    Paused,
+    /// The downstream end is gone (a later stage failed); outputs dropped.
+    Aborted,
+    /// The transport failed (a record that does not fit or does not
+    /// validate); the error names the stage.
+    Failed(Error),
+}
+
+/// The input side of a stage loop: an in-process ring or a record ring.
+pub(crate) trait Inbox<T> {
+    /// Waits for input. `Ok(n)`: at least `n >= 1` items are readable.
+    /// `Err(Finished)` at the end of the stream, `Err(Paused)` when the
+    /// barrier was accepted while waiting.
+    fn await_items(&mut self, control: &StageControl) -> Result<usize, StageExit>;
+
+    /// Takes up to `n` items (at most what `await_items` returned), oldest
+    /// first, handing each to `each` and stopping early after an item for
+    /// which `each` returns `false`. Releases what it took with one store and
+    /// returns how many.
+    fn take(&mut self, n: usize, each: impl FnMut(T) -> bool) -> Result<usize, StageExit>;
+}
+
+/// The output side of a stage loop.
+pub(crate) trait Outbox<T>: Emit<T> {
+    /// Whether outputs are waiting for room; the loop takes no input then.
+    fn is_congested(&self) -> bool;
+    /// Publishes what was emitted and moves waiting outputs in as far as
+    /// they fit.
+    fn flush(&mut self) -> Result<(), StageExit>;
+    /// Waits until the output has room for some waiting outputs, or its
+    /// consumer is gone. Not interruptible by the barrier: a stage pauses
+    /// only with nothing waiting (see [`run_transform`]).
+    fn wait_room(&mut self) -> WaitOutcome;
+}
+
 /// The output end of an in-process stage: stages writes in the output ring's
 /// free slots and publishes them with one store.
 ///
 /// Outputs that do not fit go to `pending`, in order; they come after
 /// everything in the ring, and the stage takes no more input until they are
 /// out. `pending` therefore holds at most one input's outputs beyond the
-/// ring's free space, so memory stays bounded.
+/// ring's free space (plus, after a switch back, residual items moved in from
+/// a larger shared ring), so memory stays bounded.
 pub(crate) struct RingOutbox<T> {
     producer: Producer<T>,
     /// Written, not yet published. Invariant: `staged <= room`.
     staged: usize,
     /// Free slots counted from the publish point, as last seen.
     room: usize,
-    /// Outputs that did not fit, oldest first. Non-empty only while
-    /// `staged == room` was last seen.
+    /// Outputs that did not fit, oldest first.
     pending: VecDeque<T>,
 }
 
@@ -116,33 +159,27 @@ impl<T> RingOutbox<T> {
         }
     }
 
-    /// Whether outputs are waiting for room in the ring.
-    #[inline]
-    pub(crate) fn is_congested(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// Publishes what is staged, then moves what fits from `pending` into the
     /// ring and publishes that too.
     #[inline]
-    pub(crate) fn flush(&mut self) {
+    fn publish(&mut self) {
         if self.staged > 0 {
             self.producer.publish_staged(self.staged);
             self.room -= self.staged;
             self.staged = 0;
         }
         if !self.pending.is_empty() {
-            self.flush_pending();
+            self.publish_pending();
         }
     }
 
     #[cold]
-    fn flush_pending(&mut self) {
+    fn publish_pending(&mut self) {
         self.room = self.producer.slots();
         let n = self.room.min(self.pending.len());
         for (offset, item) in self.pending.drain(..n).enumerate() {
             // SAFETY: `offset < n <= room`, the free-slot count just read, and
-            // nothing is staged (flush published it).
+            // nothing is staged (`publish` published it first).
             unsafe { self.producer.write_staged(offset, item) };
         }
         if n > 0 {
@@ -151,40 +188,6 @@ impl<T> RingOutbox<T> {
         }
     }
 
-    /// Waits for room for the pending outputs (or some of them).
-    pub(crate) fn wait_room(&mut self, interrupt: impl FnMut() -> bool) -> WaitOutcome {
-        let want = self.pending.len().max(1);
-        self.producer.wait_for_slots(want, None, interrupt)
-    }
-
-    /// Outputs not yet in the ring (staged ones are published first).
-    pub(crate) fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub(crate) fn waker(&self) -> RingWaker
-    where
-        T: Send + 'static,
-    {
-        self.producer.waker()
-    }
-}
-
-impl<T> Emit<T> for RingOutbox<T> {
-    #[inline]
-    fn emit(&mut self, item: T) {
-        if self.staged < self.room && self.pending.is_empty() {
-            // SAFETY: `staged < room`, the free-slot count last read, and
-            // offsets are written in order once each before the next flush.
-            unsafe { self.producer.write_staged(self.staged, item) };
-            self.staged += 1;
-        } else {
-            self.emit_slow(item);
-        }
-    }
-}
-
-impl<T> RingOutbox<T> {
     #[cold]
     fn emit_slow(&mut self, item: T) {
         if self.pending.is_empty() {
@@ -198,26 +201,236 @@ impl<T> RingOutbox<T> {
         }
         self.pending.push_back(item);
     }
+
+    /// Outputs not yet in the ring.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The ring's producer end, for the coordinator holding a paused stage.
+    pub(crate) fn producer(&self) -> &Producer<T> {
+        &self.producer
+    }
+
+    /// Appends `items` after everything already in the ring and in
+    /// `pending`. Used when a switch moves residual items back from shared
+    /// memory into a paused stage's output.
+    pub(crate) fn append(&mut self, items: impl IntoIterator<Item = T>) {
+        self.pending.extend(items);
+        self.publish();
+    }
 }
 
-/// Why a stage loop returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StageExit {
-    /// End of stream reached and every output delivered to the output ring.
-    Finished,
-    /// Stopped at the barrier; the stage can be resumed exactly where it was.
-    Paused,
-    /// The downstream end is gone (a later stage failed); outputs dropped.
-    Aborted,
+impl<T> Emit<T> for RingOutbox<T> {
+    #[inline]
+    fn emit(&mut self, item: T) {
+        if self.staged < self.room && self.pending.is_empty() {
+            // SAFETY: `staged < room`, the free-slot count last read, and
+            // offsets are written in order once each before the next publish.
+            unsafe { self.producer.write_staged(self.staged, item) };
+            self.staged += 1;
+        } else {
+            self.emit_slow(item);
+        }
+    }
 }
 
-/// Batch and counter bookkeeping shared by the three loops.
+impl<T> Outbox<T> for RingOutbox<T> {
+    #[inline]
+    fn is_congested(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    #[inline]
+    fn flush(&mut self) -> Result<(), StageExit> {
+        self.publish();
+        Ok(())
+    }
+
+    fn wait_room(&mut self) -> WaitOutcome {
+        let want = self.pending.len().max(1);
+        self.producer.wait_for_slots(want, None, || false)
+    }
+}
+
+impl<T> Inbox<T> for Consumer<T> {
+    fn await_items(&mut self, control: &StageControl) -> Result<usize, StageExit> {
+        loop {
+            match self.wait_for_items(1, None, || control.pause_requested()) {
+                WaitOutcome::Ready(n) => return Ok(n),
+                WaitOutcome::Closed => return Err(StageExit::Finished),
+                WaitOutcome::Interrupted | WaitOutcome::TimedOut => {
+                    if control.try_pause() {
+                        return Err(StageExit::Paused);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize, mut each: impl FnMut(T) -> bool) -> Result<usize, StageExit> {
+        let Ok(chunk) = self.read_chunk(n) else {
+            return Ok(0);
+        };
+        let mut taken = 0;
+        for item in chunk.into_iter() {
+            taken += 1;
+            if !each(item) {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// Items in and out of one stage, ever (survives pauses and moves).
 #[derive(Default)]
 pub(crate) struct Tally {
-    /// Items taken from the input, ever (survives pauses).
+    /// Items taken from the input.
     pub items_in: u64,
-    /// Items handed to the output, ever.
+    /// Items handed to the output.
     pub items_out: u64,
+}
+
+/// Flushes until nothing waits for room. `Err(Aborted)` if the consumer is
+/// gone.
+fn drain<T>(out: &mut impl Outbox<T>) -> Result<(), StageExit> {
+    loop {
+        out.flush()?;
+        if !out.is_congested() {
+            return Ok(());
+        }
+        if out.wait_room() == WaitOutcome::Closed {
+            return Err(StageExit::Aborted);
+        }
+    }
+}
+
+/// The barrier check at a batch boundary. Only called with nothing waiting
+/// in the outbox, so a paused stage never holds an output: what it has
+/// emitted is in its output ring, what it has not taken is in its input ring.
+#[inline]
+fn boundary(control: &StageControl) -> Result<(), StageExit> {
+    if control.pause_requested() && control.try_pause() {
+        return Err(StageExit::Paused);
+    }
+    Ok(())
+}
+
+fn exit_of(result: Result<std::convert::Infallible, StageExit>) -> StageExit {
+    match result {
+        Ok(never) => match never {},
+        Err(exit) => exit,
+    }
+}
+
+/// The source loop: pulls batches from `iter` into `out`.
+pub(crate) fn run_source<T>(
+    iter: &mut impl Iterator<Item = T>,
+    out: &mut impl Outbox<T>,
+    tally: &mut Tally,
+    control: &StageControl,
+    batch: usize,
+) -> StageExit {
+    exit_of((|| loop {
+        drain(out)?;
+        boundary(control)?;
+        let mut produced = 0;
+        let mut ended = false;
+        while produced < batch {
+            let Some(item) = iter.next() else {
+                ended = true;
+                break;
+            };
+            out.emit(item);
+            produced += 1;
+            if out.is_congested() {
+                break;
+            }
+        }
+        out.flush()?;
+        tally.items_out += produced as u64;
+        control.record(tally.items_in, tally.items_out);
+        if ended {
+            drain(out)?;
+            return Err(StageExit::Finished);
+        }
+    })())
+}
+
+/// The transform loop: batches from `input` through `op` into `out`.
+///
+/// A stage pauses only at a batch boundary or while waiting for input, and
+/// only once its outputs are all in the output ring: outputs that did not fit
+/// are flushed first, which needs the downstream stage running — the
+/// coordinator pauses stages from source to sink, one after the other, so it
+/// is.
+pub(crate) fn run_transform<In, Out>(
+    op: &mut impl Operator<In, Out>,
+    input: &mut impl Inbox<In>,
+    out: &mut impl Outbox<Out>,
+    tally: &mut Tally,
+    control: &StageControl,
+    batch: usize,
+) -> StageExit {
+    exit_of((|| loop {
+        drain(out)?;
+        boundary(control)?;
+        let available = match input.await_items(control) {
+            Ok(n) => n,
+            Err(StageExit::Finished) => {
+                drain(out)?;
+                return Err(StageExit::Finished);
+            }
+            Err(exit) => return Err(exit),
+        };
+        let mut emitted = Counting { inner: out, count: 0 };
+        let taken = input.take(available.min(batch), |item| {
+            op.process(item, &mut emitted);
+            !emitted.inner.is_congested()
+        })?;
+        let count = emitted.count;
+        out.flush()?;
+        tally.items_in += taken as u64;
+        tally.items_out += count;
+        control.record(tally.items_in, tally.items_out);
+    })())
+}
+
+/// The sink loop: batches from `input` into the user's closure.
+pub(crate) fn run_sink<T>(
+    f: &mut impl FnMut(T),
+    input: &mut impl Inbox<T>,
+    tally: &mut Tally,
+    control: &StageControl,
+    batch: usize,
+) -> StageExit {
+    exit_of((|| loop {
+        boundary(control)?;
+        let available = input.await_items(control)?;
+        let taken = input.take(available.min(batch), |item| {
+            f(item);
+            true
+        })?;
+        tally.items_in += taken as u64;
+        tally.items_out = tally.items_in;
+        control.record(tally.items_in, tally.items_out);
+    })())
+}
+
+/// Counts what an operator emits on its way into the outbox.
+struct Counting<'a, O> {
+    inner: &'a mut O,
+    count: u64,
+}
+
+impl<T, O: Emit<T>> Emit<T> for Counting<'_, O> {
+    #[inline]
+    fn emit(&mut self, item: T) {
+        self.count += 1;
+        self.inner.emit(item);
+    }
 }
 
 /// A stage as the executor sees it: type-erased, movable between threads.
@@ -230,49 +443,11 @@ pub(crate) trait ErasedStage: Send {
     fn set_input(&mut self, input: Box<dyn Any + Send>);
     /// Gives the stage its output end (a boxed `Producer<Out>`).
     fn set_output(&mut self, output: Box<dyn Any + Send>);
-    /// Items in and out so far.
-    fn tally(&self) -> (u64, u64);
-}
-
-/// Waits until the outbox has room for all its pending outputs, or the
-/// barrier or an abort interrupts. `None` means: carry on.
-fn drain_congestion<T>(out: &mut RingOutbox<T>, control: &StageControl) -> Option<StageExit> {
-    while out.is_congested() {
-        out.flush();
-        if !out.is_congested() {
-            break;
-        }
-        match out.wait_room(|| control.pause_requested()) {
-            WaitOutcome::Ready(_) => {}
-            WaitOutcome::Closed => return Some(StageExit::Aborted),
-            WaitOutcome::Interrupted | WaitOutcome::TimedOut => {
-                if control.try_pause() {
-                    return Some(StageExit::Paused);
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Waits for input. `Ok(n)`: `n >= 1` items readable. `Err(exit)`: stop.
-fn await_input<T>(input: &mut Consumer<T>, control: &StageControl) -> Result<usize, StageExit> {
-    loop {
-        match input.wait_for_items(1, None, || control.pause_requested()) {
-            WaitOutcome::Ready(n) => return Ok(n),
-            WaitOutcome::Closed => return Err(StageExit::Finished),
-            WaitOutcome::Interrupted | WaitOutcome::TimedOut => {
-                if control.try_pause() {
-                    return Err(StageExit::Paused);
-                }
-            }
-        }
-    }
-}
-
-/// Finishes a stage whose input ended: every pending output into the ring.
-fn finish<T>(out: &mut RingOutbox<T>, control: &StageControl) -> StageExit {
-    drain_congestion(out, control).unwrap_or(StageExit::Finished)
+    /// The in-process input end, as `&mut Consumer<In>`, for a coordinator
+    /// holding the paused stage.
+    fn ring_input(&mut self) -> Option<&mut dyn Any>;
+    /// The in-process output, as `&mut RingOutbox<Out>`.
+    fn ring_output(&mut self) -> Option<&mut dyn Any>;
 }
 
 /// The source: pulls from the user's iterator.
@@ -292,39 +467,9 @@ where
     }
 
     fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
-        let Some(out) = self.output.as_mut() else {
-            return StageExit::Aborted;
-        };
-        loop {
-            if let Some(exit) = drain_congestion(out, control) {
-                return exit;
-            }
-            if control.pause_requested() && control.try_pause() {
-                return StageExit::Paused;
-            }
-            let mut produced = 0;
-            let mut ended = false;
-            while produced < batch {
-                match self.iter.next() {
-                    Some(item) => {
-                        out.emit(item);
-                        produced += 1;
-                        if out.is_congested() {
-                            break;
-                        }
-                    }
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-            out.flush();
-            self.tally.items_out += produced as u64;
-            control.record(self.tally.items_in, self.tally.items_out);
-            if ended {
-                return finish(out, control);
-            }
+        match self.output.as_mut() {
+            Some(out) => run_source(&mut self.iter, out, &mut self.tally, control, batch),
+            None => StageExit::Aborted,
         }
     }
 
@@ -336,8 +481,12 @@ where
         self.output = Some(RingOutbox::new(downcast(output)));
     }
 
-    fn tally(&self) -> (u64, u64) {
-        (self.tally.items_in, self.tally.items_out)
+    fn ring_input(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
+
+    fn ring_output(&mut self) -> Option<&mut dyn Any> {
+        self.output.as_mut().map(|o| o as &mut dyn Any)
     }
 }
 
@@ -361,41 +510,11 @@ where
     }
 
     fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
-        let (Some(input), Some(out)) = (self.input.as_mut(), self.output.as_mut()) else {
-            return StageExit::Aborted;
-        };
-        loop {
-            if let Some(exit) = drain_congestion(out, control) {
-                return exit;
+        match (self.input.as_mut(), self.output.as_mut()) {
+            (Some(input), Some(out)) => {
+                run_transform(&mut self.op, input, out, &mut self.tally, control, batch)
             }
-            if control.pause_requested() && control.try_pause() {
-                return StageExit::Paused;
-            }
-            let available = match await_input(input, control) {
-                Ok(n) => n,
-                Err(StageExit::Finished) => return finish(out, control),
-                Err(exit) => return exit,
-            };
-            let Ok(chunk) = input.read_chunk(available.min(batch)) else {
-                continue;
-            };
-            let mut taken = 0u64;
-            let mut emitted = Counting {
-                inner: out,
-                count: 0,
-            };
-            for item in chunk.into_iter() {
-                self.op.process(item, &mut emitted);
-                taken += 1;
-                if emitted.inner.is_congested() {
-                    break;
-                }
-            }
-            let count = emitted.count;
-            out.flush();
-            self.tally.items_in += taken;
-            self.tally.items_out += count;
-            control.record(self.tally.items_in, self.tally.items_out);
+            _ => StageExit::Aborted,
         }
     }
 
@@ -407,22 +526,12 @@ where
         self.output = Some(RingOutbox::new(downcast(output)));
     }
 
-    fn tally(&self) -> (u64, u64) {
-        (self.tally.items_in, self.tally.items_out)
+    fn ring_input(&mut self) -> Option<&mut dyn Any> {
+        self.input.as_mut().map(|i| i as &mut dyn Any)
     }
-}
 
-/// Counts what an operator emits on its way into the outbox.
-struct Counting<'a, T> {
-    inner: &'a mut RingOutbox<T>,
-    count: u64,
-}
-
-impl<T> Emit<T> for Counting<'_, T> {
-    #[inline]
-    fn emit(&mut self, item: T) {
-        self.count += 1;
-        self.inner.emit(item);
+    fn ring_output(&mut self) -> Option<&mut dyn Any> {
+        self.output.as_mut().map(|o| o as &mut dyn Any)
     }
 }
 
@@ -443,26 +552,9 @@ where
     }
 
     fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
-        let Some(input) = self.input.as_mut() else {
-            return StageExit::Aborted;
-        };
-        loop {
-            if control.pause_requested() && control.try_pause() {
-                return StageExit::Paused;
-            }
-            let available = match await_input(input, control) {
-                Ok(n) => n,
-                Err(exit) => return exit,
-            };
-            let Ok(chunk) = input.read_chunk(available.min(batch)) else {
-                continue;
-            };
-            let n = chunk.len() as u64;
-            for item in chunk.into_iter() {
-                (self.f)(item);
-            }
-            self.tally.items_in += n;
-            control.record(self.tally.items_in, self.tally.items_in);
+        match self.input.as_mut() {
+            Some(input) => run_sink(&mut self.f, input, &mut self.tally, control, batch),
+            None => StageExit::Aborted,
         }
     }
 
@@ -474,8 +566,12 @@ where
         unreachable!("the sink has no output")
     }
 
-    fn tally(&self) -> (u64, u64) {
-        (self.tally.items_in, self.tally.items_in)
+    fn ring_input(&mut self) -> Option<&mut dyn Any> {
+        self.input.as_mut().map(|i| i as &mut dyn Any)
+    }
+
+    fn ring_output(&mut self) -> Option<&mut dyn Any> {
+        None
     }
 }
 
