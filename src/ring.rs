@@ -841,7 +841,9 @@ impl<'a, T> ReadChunk<'a, T> {
 
     /// Drops every item in the chunk and releases their slots with one store.
     pub fn commit_all(self) {
-        drop(self.into_iter());
+        // `drain`, not `into_iter`: an un-iterated `into_iter` takes nothing,
+        // so it would drop and release nothing either.
+        drop(self.drain());
     }
 
     /// Moves the items out, oldest first. The slots of the items taken are
