@@ -73,6 +73,7 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         cursor: ConsumerCursor::attach(&shared.index),
         shared,
         strategy: WaitStrategy::default(),
+        capacity: capacity as u64,
     };
     (producer, consumer)
 }
@@ -284,6 +285,8 @@ pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     cursor: ConsumerCursor,
     strategy: WaitStrategy,
+    /// The ring's capacity in items, to clamp `wait_for_items`.
+    capacity: u64,
 }
 
 impl<T> fmt::Debug for Producer<T> {
@@ -672,7 +675,10 @@ impl<T> Consumer<T> {
         deadline: Option<Instant>,
         mut interrupt: impl FnMut() -> bool,
     ) -> WaitOutcome {
-        let want = (n as u64).max(1);
+        // Clamped like `wait_for_slots`: more than `capacity` items can never
+        // be readable, so an unclamped wait would outlast a producer that
+        // waits for space (a deadlock) or only end at the deadline.
+        let want = (n as u64).min(self.capacity).max(1);
         let shared = &*self.shared;
         let cursor = &mut self.cursor;
         let mut outcome = WaitOutcome::TimedOut;
