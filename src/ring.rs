@@ -28,7 +28,9 @@
 use ringweave_ipc::index::{ConsumerCursor, ProducerCursor, RingIndex};
 use ringweave_ipc::sync::{Arc, UnsafeCell};
 use ringweave_ipc::wait::{self, ThreadSleeper, WaitStrategy};
+use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
@@ -68,12 +70,14 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         cursor: ProducerCursor::attach(&shared.index, capacity as u64),
         shared: Arc::clone(&shared),
         strategy: WaitStrategy::default(),
+        not_sync: PhantomData,
     };
     let consumer = Consumer {
         cursor: ConsumerCursor::attach(&shared.index),
         shared,
         strategy: WaitStrategy::default(),
         capacity: capacity as u64,
+        not_sync: PhantomData,
     };
     (producer, consumer)
 }
@@ -278,6 +282,8 @@ pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     cursor: ProducerCursor,
     strategy: WaitStrategy,
+    /// Makes the handle `!Sync` (it stays `Send`); see `Consumer`.
+    not_sync: PhantomData<Cell<()>>,
 }
 
 /// The reading end of a ring. `Send`, one per ring.
@@ -287,6 +293,12 @@ pub struct Consumer<T> {
     strategy: WaitStrategy,
     /// The ring's capacity in items, to clamp `wait_for_items`.
     capacity: u64,
+    /// Makes the handle `!Sync` (it stays `Send`). `Shared<T>` is `Sync` for
+    /// any `T: Send`, so without this a `&ReadChunk` (which borrows the
+    /// `Consumer`) could be shared between threads and its `get`/`as_slices`
+    /// would hand the same `&T` to several threads: a data race for a `T`
+    /// that is `Send` but not `Sync`, such as `Cell`.
+    not_sync: PhantomData<Cell<()>>,
 }
 
 impl<T> fmt::Debug for Producer<T> {
