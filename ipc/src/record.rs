@@ -1,0 +1,352 @@
+//! What can travel through a shared-memory ring, and how it is framed there.
+//!
+//! A [`Record`] is any type rkyv 0.8 can archive, validate and deserialize
+//! with its high-level API; the blanket impl means a user type only needs
+//!
+//! ```
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+//! struct Reading {
+//!     sensor: u32,
+//!     values: Vec<f64>,
+//! }
+//! fn assert_record<T: ringweave_ipc::Record>() {}
+//! assert_record::<Reading>();
+//! assert_record::<(u64, String, Vec<u8>)>();
+//! ```
+//!
+//! (`ringweave::Item` is this trait under the engine's name.)
+//!
+//! In the ring's byte arena a record is a *frame*: a 16-byte header, then
+//! the archived bytes, then zero to 15 bytes of padding, so every frame starts
+//! 16-byte aligned and so does every archive (rkyv needs the archive's start
+//! aligned to its root type's alignment; 16 covers every primitive, `u128`
+//! included). The header is two little-endian `u64`s, the archive's length
+//! and its bitwise complement, so a damaged length is caught before it is
+//! used. A length of [`PAD`] marks padding to the end of the arena: a frame
+//! is never split across the wrap-around.
+//!
+//! Records are serialized in place through [`SlotWriter`], which writes into
+//! the ring's free bytes and, when they run out, keeps *counting* instead of
+//! failing. So one serialization tells the producer either that the record is
+//! written, or exactly how many bytes it needs — enough to wait for space or
+//! to refuse a record that can never fit, without a second attempt into a
+//! scratch buffer.
+
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::{Arena, ArenaHandle};
+use rkyv::ser::{Positional, Writer};
+use rkyv::{Archive, Deserialize, Portable, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+/// The serializer a record is written with: rkyv's high-level serializer
+/// over a [`SlotWriter`] (the ring's free bytes) and an arena for scratch
+/// space.
+pub type RecordSerializer<'w, 'a> = HighSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::Error>;
+
+/// The validator a record is checked with before it is read.
+pub type RecordValidator<'a> = HighValidator<'a, rancor::Error>;
+
+/// The deserializer a record is turned back into its type with.
+pub type RecordDeserializer = HighDeserializer<rancor::Error>;
+
+/// A value that can cross a process boundary through a record ring.
+///
+/// Implemented for every type that satisfies rkyv 0.8's high-level bounds
+/// (and is `Send + 'static`): derive `rkyv::Archive`, `rkyv::Serialize` and
+/// `rkyv::Deserialize` and it is a `Record`. Integers, `String`, `Vec<u8>`,
+/// `Option`s and tuples of records are records.
+///
+/// The archived type is exposed as [`Record::ArchivedRecord`], with its
+/// bounds, so generic code can validate and deserialize through it.
+///
+/// Archived types must need an alignment of at most 16 bytes (true of
+/// everything rkyv derives unless a field is `#[repr(align(32))]` or more);
+/// a validating reader rejects a record that breaks this, a trusting one
+/// must not be given one.
+pub trait Record:
+    Archive<Archived = <Self as Record>::ArchivedRecord>
+    + for<'w, 'a> Serialize<RecordSerializer<'w, 'a>>
+    + Send
+    + Sized
+    + 'static
+{
+    /// `<Self as rkyv::Archive>::Archived` (also spelled `rkyv::Archived<Self>`),
+    /// restated with the bounds a reader needs — validation and
+    /// deserialization — so that generic code bounded by `Record` has them.
+    /// (A different name from `Archive::Archived`, so that `T::Archived`
+    /// stays unambiguous.)
+    type ArchivedRecord: Portable
+        + for<'a> CheckBytes<RecordValidator<'a>>
+        + Deserialize<Self, RecordDeserializer>;
+}
+
+impl<T> Record for T
+where
+    T: Archive + for<'w, 'a> Serialize<RecordSerializer<'w, 'a>> + Send + 'static,
+    T::Archived: for<'a> CheckBytes<RecordValidator<'a>> + Deserialize<T, RecordDeserializer>,
+{
+    type ArchivedRecord = <T as Archive>::Archived;
+}
+
+/// Alignment of every frame, and so of every archive, in a record ring.
+pub const RECORD_ALIGN: usize = 16;
+
+/// Bytes of a frame header: the length word and its complement.
+pub const FRAME_HEADER: usize = 16;
+
+/// The length word of a padding frame, which runs to the end of the arena.
+pub const PAD: u64 = u64::MAX;
+
+/// Bytes a frame holding an archive of `len` bytes occupies.
+#[inline]
+pub const fn frame_len(len: usize) -> usize {
+    FRAME_HEADER + len.next_multiple_of(RECORD_ALIGN)
+}
+
+/// An rkyv [`Writer`] over a window of free bytes that never fails: past the
+/// window it counts the bytes it would have written and drops them.
+///
+/// After serializing, [`fits`](Self::fits) says whether the whole archive is
+/// in the window, and [`pos`](Positional::pos) is its exact length either
+/// way — rkyv never reads back what it wrote, so a counted-but-dropped byte
+/// changes nothing else about the output. It appears in the [`Record`] bound
+/// through [`RecordSerializer`]; ring users never make one.
+pub struct SlotWriter<'a> {
+    /// Start of the window; valid for writes of `cap` bytes for `'a`.
+    ptr: *mut u8,
+    /// Bytes in the window.
+    cap: usize,
+    /// Bytes "written" so far; may exceed `cap`.
+    pos: usize,
+    _window: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> SlotWriter<'a> {
+    /// A writer over `cap` bytes at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `cap` bytes for `'a`, and nothing
+    /// else may access those bytes meanwhile.
+    #[must_use]
+    pub unsafe fn new(ptr: *mut u8, cap: usize) -> Self {
+        Self {
+            ptr,
+            cap,
+            pos: 0,
+            _window: PhantomData,
+        }
+    }
+
+    /// A writer over `window`.
+    #[must_use]
+    pub fn from_slice(window: &'a mut [u8]) -> Self {
+        // SAFETY: the slice is valid for writes of its length and borrowed
+        // exclusively for `'a`.
+        unsafe { Self::new(window.as_mut_ptr(), window.len()) }
+    }
+
+    /// Whether everything written so far is in the window.
+    #[inline]
+    pub fn fits(&self) -> bool {
+        self.pos <= self.cap
+    }
+}
+
+impl Positional for SlotWriter<'_> {
+    #[inline]
+    fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<E: rancor::Source> Writer<E> for SlotWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let end = self.pos.saturating_add(bytes.len());
+        if end <= self.cap {
+            // SAFETY: `pos..end` lies inside the window (`end <= cap`), which
+            // `new`'s caller guarantees is ours to write; `bytes` is a
+            // different allocation (rkyv writes from its own values and
+            // scratch space, never from the output).
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len());
+            }
+        }
+        self.pos = end;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SlotWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotWriter")
+            .field("cap", &self.cap)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+/// Serializes `value` into `cap` bytes at `dst` (or counts, past them).
+///
+/// Returns the archive's exact length; it was written completely iff
+/// `len <= cap`.
+///
+/// # Safety
+///
+/// As for [`SlotWriter::new`].
+#[cfg_attr(ringweave_loom, allow(dead_code))]
+pub(crate) unsafe fn serialize_into<T: Record>(
+    value: &T,
+    arena: &mut Arena,
+    dst: *mut u8,
+    cap: usize,
+) -> Result<usize, rancor::Error> {
+    // SAFETY: forwarded to our caller.
+    let writer = unsafe { SlotWriter::new(dst, cap) };
+    // The arena is the handle's own (not rkyv's thread-local one), so the
+    // serializer touches no thread-local state: a forked child serializes
+    // with memory it inherited.
+    let writer = rkyv::api::high::to_bytes_in_with_alloc(value, writer, arena.acquire())?;
+    Ok(writer.pos())
+}
+
+/// What is wrong with one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// The record's frame is larger than the whole ring: it can never be
+    /// written. Nothing was staged or published.
+    TooLarge {
+        /// Bytes of the record's archive.
+        record: usize,
+        /// The largest archive the ring can hold (its arena minus one frame
+        /// header).
+        capacity: usize,
+    },
+    /// The type's `Serialize` impl failed.
+    Serialize {
+        /// rkyv's message.
+        message: String,
+    },
+    /// The record's archive failed validation.
+    Invalid {
+        /// Ring position (bytes since the ring was created) of its frame.
+        position: u64,
+        /// Bytes of the archive.
+        len: usize,
+        /// rkyv's (bytecheck's) message.
+        message: String,
+    },
+    /// The record's archive was valid but its `Deserialize` impl failed.
+    Deserialize {
+        /// Ring position of its frame.
+        position: u64,
+        /// rkyv's message.
+        message: String,
+    },
+    /// The frame header is damaged, or points outside the published bytes:
+    /// the ring cannot be read past this position.
+    Frame {
+        /// Ring position of the frame.
+        position: u64,
+        /// Its length word.
+        len: u64,
+        /// Its check word (should be `!len`).
+        check: u64,
+        /// Bytes published from `position` on.
+        readable: u64,
+    },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { record, capacity } => write!(
+                f,
+                "record of {record} archived bytes exceeds the ring's limit of {capacity} bytes per record"
+            ),
+            Self::Serialize { message } => write!(f, "serializing a record failed: {message}"),
+            Self::Invalid {
+                position,
+                len,
+                message,
+            } => write!(
+                f,
+                "record of {len} bytes at ring position {position} failed validation: {message}"
+            ),
+            Self::Deserialize { position, message } => write!(
+                f,
+                "deserializing the record at ring position {position} failed: {message}"
+            ),
+            Self::Frame {
+                position,
+                len,
+                check,
+                readable,
+            } => write!(
+                f,
+                "damaged frame at ring position {position}: length word {len:#x}, check word {check:#x}, {readable} bytes readable"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip<T: Record>(value: &T, window: usize) -> (usize, bool, Option<T>) {
+        #[repr(C, align(16))]
+        struct Aligned([u8; 8192]);
+        let mut buf = Box::new(Aligned([0xaa; 8192]));
+        let mut arena = Arena::new();
+        // SAFETY: `window <= 8192` bytes of our own buffer.
+        let len = unsafe { serialize_into(value, &mut arena, buf.0.as_mut_ptr(), window) }.unwrap();
+        if len > window {
+            return (len, false, None);
+        }
+        let archived = rkyv::access::<T::Archived, rancor::Error>(&buf.0[..len]).unwrap();
+        let back = rkyv::deserialize::<T, rancor::Error>(archived).unwrap();
+        (len, true, Some(back))
+    }
+
+    #[test]
+    fn counts_past_the_window() {
+        let value = (7u64, "x".repeat(1000), vec![3u8; 500]);
+        let (full, fits, back) = roundtrip(&value, 8192);
+        assert!(fits);
+        assert_eq!(back.as_ref(), Some(&value));
+        for window in [0, 1, 16, 100, full - 1] {
+            let (len, fits, _) = roundtrip(&value, window);
+            assert_eq!(len, full, "window {window}");
+            assert!(!fits);
+        }
+        let (len, fits, back) = roundtrip(&value, full);
+        assert_eq!(len, full);
+        assert!(fits);
+        assert_eq!(back, Some(value));
+    }
+
+    #[test]
+    fn frames_are_aligned() {
+        assert_eq!(frame_len(0), 16);
+        assert_eq!(frame_len(1), 32);
+        assert_eq!(frame_len(16), 32);
+        assert_eq!(frame_len(17), 48);
+    }
+
+    #[test]
+    fn errors_carry_their_numbers() {
+        let e = RecordError::TooLarge {
+            record: 10_000,
+            capacity: 4080,
+        };
+        let s = e.to_string();
+        assert!(s.contains("10000") && s.contains("4080"), "{s}");
+    }
+}

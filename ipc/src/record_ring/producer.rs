@@ -1,0 +1,343 @@
+//! The writing end of a record ring.
+
+use super::{wait_polled, PushError, RawRing, WaitOutcome, DEFAULT_POLL_INTERVAL};
+use crate::futex::FutexSleeper;
+use crate::index::ProducerCursor;
+use crate::record::{self, frame_len, Record, RecordError, FRAME_HEADER, PAD};
+use crate::wait::{self, WaitStrategy};
+use rkyv::ser::allocator::Arena;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// The writing end of a [`RecordRing`](super::RecordRing). `Send`, not
+/// `Sync`; one per ring (see [`RecordRing::producer`](super::RecordRing::producer)).
+///
+/// Records are *staged* by [`push`](Self::push) and its blocking variants —
+/// written into the arena but invisible to the consumer — and *published*
+/// together by [`flush`](Self::flush) with one store. A blocking push that
+/// has to wait for space flushes first (the consumer can only free what it
+/// sees); dropping the producer flushes too.
+pub struct RecordProducer<T> {
+    ring: RawRing,
+    cursor: ProducerCursor,
+    /// Ring position after the last staged frame. Invariant:
+    /// `cursor.position() <= staged <= cursor.position() + free`, a multiple
+    /// of 16.
+    staged: u64,
+    /// Records staged since the last flush.
+    staged_records: usize,
+    /// Frame size of the last record: how much free space to look for
+    /// before serializing the next one.
+    hint: u64,
+    /// Scratch space for rkyv's serializer; ours, so serializing touches no
+    /// thread-local (see `record::serialize_into`).
+    arena: Arena,
+    strategy: WaitStrategy,
+    poll: Option<Duration>,
+    _record: PhantomData<fn(&T)>,
+}
+
+// SAFETY: the handle owns its cursor and scratch arena; the raw pointers
+// point into a shared mapping whose concurrent use the index protocol
+// orders. It never holds a `T`.
+unsafe impl<T> Send for RecordProducer<T> {}
+
+impl<T> fmt::Debug for RecordProducer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordProducer")
+            .field("capacity", &self.ring.capacity)
+            .field("published", &self.cursor.position())
+            .field("staged", &self.staged)
+            .finish()
+    }
+}
+
+/// Why a record could not be staged.
+enum Stage {
+    /// `want` free bytes are needed at the staged position.
+    Full {
+        want: u64,
+    },
+    Record(RecordError),
+}
+
+impl<T: Record> RecordProducer<T> {
+    pub(super) fn attach(ring: RawRing) -> Self {
+        let cursor = ProducerCursor::attach(ring.index(), ring.capacity);
+        Self {
+            ring,
+            staged: cursor.position(),
+            cursor,
+            staged_records: 0,
+            hint: 64,
+            arena: Arena::new(),
+            strategy: WaitStrategy::default(),
+            poll: Some(DEFAULT_POLL_INTERVAL),
+            _record: PhantomData,
+        }
+    }
+
+    /// Stages `value` if there is room, without waiting and without
+    /// publishing: call [`flush`](Self::flush) to make staged records
+    /// visible.
+    ///
+    /// # Errors
+    ///
+    /// - [`PushError::Full`] if the free bytes (minus those staged) are too
+    ///   few. Staged records stay staged: flush them, or the consumer can
+    ///   never make room.
+    /// - [`PushError::Record`] with [`RecordError::TooLarge`] if the record
+    ///   can never fit in this ring, or [`RecordError::Serialize`]. Nothing
+    ///   of the record is staged.
+    pub fn push(&mut self, value: &T) -> Result<(), PushError> {
+        match self.stage(value) {
+            Ok(()) => Ok(()),
+            Err(Stage::Full { .. }) => Err(PushError::Full),
+            Err(Stage::Record(e)) => Err(PushError::Record(e)),
+        }
+    }
+
+    /// Stages `value`, waiting (spin, yield, futex) while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Abandoned`] if the consumer closed while (or before) we
+    /// had to wait; [`PushError::Record`] as for [`push`](Self::push).
+    pub fn push_blocking(&mut self, value: &T) -> Result<(), PushError> {
+        self.push_until(value, None, || false)
+    }
+
+    /// Stages `value`, waiting while the ring is full until `deadline`, or
+    /// until `interrupt()` returns `true`.
+    ///
+    /// Before waiting it publishes what is staged. `interrupt` is checked
+    /// between the wait's tiers and at least every poll interval while
+    /// asleep (see [`set_poll_interval`](Self::set_poll_interval)); a
+    /// consumer in another process that dies never wakes us, so check its
+    /// liveness there (e.g. [`Worker::try_status`](crate::worker::Worker::try_status)).
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] on timeout, [`PushError::Interrupted`],
+    /// [`PushError::Abandoned`], [`PushError::Record`].
+    pub fn push_until(
+        &mut self,
+        value: &T,
+        deadline: Option<Instant>,
+        mut interrupt: impl FnMut() -> bool,
+    ) -> Result<(), PushError> {
+        loop {
+            let want = match self.stage(value) {
+                Ok(()) => return Ok(()),
+                Err(Stage::Record(e)) => return Err(PushError::Record(e)),
+                Err(Stage::Full { want }) => want,
+            };
+            self.flush();
+            match self.wait_for_space(want as usize, deadline, &mut interrupt) {
+                WaitOutcome::Ready(_) => {}
+                WaitOutcome::Closed => return Err(PushError::Abandoned),
+                WaitOutcome::Interrupted => return Err(PushError::Interrupted),
+                WaitOutcome::TimedOut => return Err(PushError::Full),
+            }
+        }
+    }
+
+    /// Writes `value`'s frame at the staged position if it fits.
+    fn stage(&mut self, value: &T) -> Result<(), Stage> {
+        let capacity = self.ring.capacity;
+        // Exact archive length, once a serialization has told us.
+        let mut known: Option<u64> = None;
+        loop {
+            let offset = self.ring.offset(self.staged);
+            let to_end = capacity - offset as u64;
+            let staged_bytes = self.staged - self.cursor.position();
+            // Free bytes we need at `offset`: what the size (or the last
+            // record's size) says, and a padding frame first if the record
+            // cannot fit before the end.
+            let (want, must_wrap) = match known {
+                Some(len) => {
+                    let size = frame_len(len as usize) as u64;
+                    if size > to_end {
+                        (to_end, true)
+                    } else {
+                        (size, false)
+                    }
+                }
+                None => (self.hint.min(to_end), false),
+            };
+            // Reloads the consumer's position only if the cached one shows
+            // less than we want.
+            let free = self.cursor.free(self.ring.index(), staged_bytes + want) - staged_bytes;
+            if known.is_some() {
+                if free < want {
+                    return Err(Stage::Full { want });
+                }
+                if must_wrap {
+                    // SAFETY: we are the producer and the `to_end >= 16`
+                    // bytes at `offset` are free (`free >= want = to_end`).
+                    unsafe { self.ring.write_header(offset, PAD) };
+                    self.staged += to_end;
+                    continue;
+                }
+            }
+            let window = free.min(to_end) as usize;
+            let room = window.saturating_sub(FRAME_HEADER);
+            // SAFETY: `offset + 16 + room <= offset + window <= capacity` and
+            // those bytes are free (`window <= free`), so ours to write.
+            let len = unsafe {
+                let dst = self.ring.arena.as_ptr().add(offset + FRAME_HEADER);
+                record::serialize_into(value, &mut self.arena, dst, room)
+            }
+            .map_err(|e| {
+                Stage::Record(RecordError::Serialize {
+                    message: e.to_string(),
+                })
+            })?;
+            if len > self.ring.max_record_len() {
+                // Checked before anything is staged. No scratch buffer was
+                // needed to learn the size: the slot writer counts past the
+                // free bytes.
+                return Err(Stage::Record(RecordError::TooLarge {
+                    record: len,
+                    capacity: self.ring.max_record_len(),
+                }));
+            }
+            if len <= room {
+                // The whole archive is in place; `room` and `window` are
+                // multiples of 16, so its padded frame is inside `window`.
+                // SAFETY: as above, the header's 16 bytes are in `window`.
+                unsafe { self.ring.write_header(offset, len as u64) };
+                let size = frame_len(len) as u64;
+                self.staged += size;
+                self.staged_records += 1;
+                self.hint = size;
+                return Ok(());
+            }
+            if known.is_some() {
+                // Cannot happen: with the exact size known and that much
+                // free, the archive fits. Report it rather than loop.
+                return Err(Stage::Full { want });
+            }
+            known = Some(len as u64);
+        }
+    }
+
+    /// Publishes every staged record with one store, and wakes the consumer
+    /// if it sleeps. Returns how many records were published.
+    pub fn flush(&mut self) -> usize {
+        let bytes = self.staged - self.cursor.position();
+        if bytes == 0 {
+            return 0;
+        }
+        self.cursor.publish(self.ring.index(), bytes);
+        wait::notify(self.ring.index().data_waiter(), &FutexSleeper::new());
+        std::mem::take(&mut self.staged_records)
+    }
+
+    /// Waits until at least `bytes` (at most the capacity) are free beyond
+    /// what is staged, the consumer closes, `interrupt()` returns `true`, or
+    /// `deadline` passes. See [`push_until`](Self::push_until) for
+    /// `interrupt`.
+    ///
+    /// Does not flush: a producer waiting with staged records the consumer
+    /// cannot see may wait for nothing.
+    pub fn wait_for_space(
+        &mut self,
+        bytes: usize,
+        deadline: Option<Instant>,
+        mut interrupt: impl FnMut() -> bool,
+    ) -> WaitOutcome {
+        let want = (bytes as u64).clamp(1, self.ring.capacity);
+        let ring = self.ring;
+        let staged_bytes = self.staged - self.cursor.position();
+        let cursor = &mut self.cursor;
+        let mut outcome = WaitOutcome::TimedOut;
+        wait_polled(
+            ring.index().space_waiter(),
+            self.strategy,
+            deadline,
+            self.poll,
+            || {
+                let free = cursor.free(ring.index(), staged_bytes + want) - staged_bytes;
+                outcome = if free >= want {
+                    WaitOutcome::Ready(free as usize)
+                } else if ring.index().is_consumer_closed() {
+                    WaitOutcome::Closed
+                } else if interrupt() {
+                    WaitOutcome::Interrupted
+                } else {
+                    return false;
+                };
+                true
+            },
+        );
+        outcome
+    }
+}
+
+impl<T> RecordProducer<T> {
+    /// Records staged and not yet published.
+    #[inline]
+    pub fn staged(&self) -> usize {
+        self.staged_records
+    }
+
+    /// Free bytes beyond what is staged (a lower bound: the consumer may be
+    /// freeing more).
+    pub fn free_bytes(&mut self) -> usize {
+        let staged_bytes = self.staged - self.cursor.position();
+        (self.cursor.free(self.ring.index(), u64::MAX) - staged_bytes) as usize
+    }
+
+    /// Bytes in the ring's arena.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity as usize
+    }
+
+    /// The largest archive, in bytes, a record may have in this ring.
+    #[inline]
+    pub fn max_record_len(&self) -> usize {
+        self.ring.max_record_len()
+    }
+
+    /// Whether the consumer has closed its end.
+    #[inline]
+    pub fn is_abandoned(&self) -> bool {
+        self.ring.index().is_consumer_closed()
+    }
+
+    /// Sets how blocking operations wait before sleeping.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Sets the longest sleep between two checks of a blocking operation's
+    /// `interrupt` ([`DEFAULT_POLL_INTERVAL`] unless set; `None`: sleep until
+    /// woken or the deadline).
+    pub fn set_poll_interval(&mut self, poll: Option<Duration>) {
+        self.poll = poll;
+    }
+
+    /// Publishes what is staged and closes the producer's end: a consumer
+    /// that has read everything gets [`PopError::Closed`](super::PopError::Closed).
+    /// The same as dropping the handle.
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl<T> Drop for RecordProducer<T> {
+    fn drop(&mut self) {
+        let index = self.ring.index();
+        let bytes = self.staged - self.cursor.position();
+        if bytes > 0 {
+            self.cursor.publish(index, bytes);
+        }
+        // After the publish: a consumer that sees the close bit and reloads
+        // `write` sees everything (SYNC POINT: close, in `RingIndex`).
+        index.close_producer();
+        wait::notify(index.data_waiter(), &FutexSleeper::new());
+    }
+}

@@ -1,0 +1,537 @@
+//! Worker processes: a closure run in a forked child, and the parent's handle
+//! that reaps it.
+//!
+//! [`Worker::spawn`] forks. The child arms `PR_SET_PDEATHSIG` with `SIGKILL`
+//! (so it dies with its parent), checks that the parent did not die before
+//! that, runs the closure under `catch_unwind`, and leaves with `_exit` with
+//! the closure's return value: it never returns into the caller's code and
+//! never runs the parent's destructors, `atexit` handlers or stdio flushes.
+//!
+//! The parent gets a [`Worker`]: it polls ([`Worker::try_status`]), kills and
+//! waits for the child, and its `Drop` kills and reaps a child still running,
+//! so a dropped handle leaves no process and no zombie behind.
+//!
+//! # Examples
+//!
+//! ```
+//! use ringweave_ipc::worker::{Worker, WorkerExit};
+//!
+//! // SAFETY: the closure only computes; it takes no lock and does no I/O.
+//! let worker = unsafe { Worker::spawn("answer", || 6 * 7) }.unwrap();
+//! assert_eq!(worker.wait().unwrap(), WorkerExit::Exited(42));
+//! ```
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// It exited with this code: the closure's return value, or one of
+    /// [`Worker::PANIC_EXIT_CODE`], [`Worker::ORPHAN_EXIT_CODE`],
+    /// [`Worker::SETUP_EXIT_CODE`].
+    Exited(i32),
+    /// A signal killed it (`SIGKILL` from [`Worker::kill`], from its parent's
+    /// death, or from outside).
+    Signaled(Signal),
+}
+
+impl WorkerExit {
+    /// Whether the worker exited with code 0.
+    pub fn success(self) -> bool {
+        self == Self::Exited(0)
+    }
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Exited(Worker::PANIC_EXIT_CODE) => {
+                write!(f, "panicked (exit code {})", Worker::PANIC_EXIT_CODE)
+            }
+            Self::Exited(code) => write!(f, "exited with code {code}"),
+            Self::Signaled(signal) => write!(f, "killed by {signal} ({})", signal as i32),
+        }
+    }
+}
+
+/// Error of the worker operations; each names the worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerError {
+    /// `fork` failed; no process was made.
+    Fork {
+        /// The worker's name.
+        name: String,
+        /// The OS error (`EAGAIN`: process limit, `ENOMEM`).
+        errno: Errno,
+    },
+    /// `waitpid` on the worker failed (`ECHILD`: someone else reaped it, or
+    /// `SIGCHLD` is ignored).
+    Wait {
+        /// The worker's name.
+        name: String,
+        /// Its process id.
+        pid: i32,
+        /// The OS error.
+        errno: Errno,
+    },
+    /// Sending `SIGKILL` failed.
+    Kill {
+        /// The worker's name.
+        name: String,
+        /// Its process id.
+        pid: i32,
+        /// The OS error.
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fork { name, errno } => {
+                write!(
+                    f,
+                    "forking worker {name:?} failed: {errno} ({})",
+                    *errno as i32
+                )
+            }
+            Self::Wait { name, pid, errno } => write!(
+                f,
+                "waiting for worker {name:?} (pid {pid}) failed: {errno} ({})",
+                *errno as i32
+            ),
+            Self::Kill { name, pid, errno } => write!(
+                f,
+                "killing worker {name:?} (pid {pid}) failed: {errno} ({})",
+                *errno as i32
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
+/// The parent's handle on a forked worker process.
+///
+/// Dropping it kills the worker (`SIGKILL`) if it still runs, and reaps it.
+pub struct Worker {
+    name: String,
+    pid: Pid,
+    /// How it ended, once reaped. After that `pid` may belong to another
+    /// process, so it is never signalled or waited for again.
+    exit: Option<WorkerExit>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("pid", &self.pid.as_raw())
+            .field("exit", &self.exit)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Exit code of a worker whose closure panicked.
+    pub const PANIC_EXIT_CODE: i32 = 101;
+    /// Exit code of a worker whose parent died before it could arm
+    /// `PR_SET_PDEATHSIG`.
+    pub const ORPHAN_EXIT_CODE: i32 = 102;
+    /// Exit code of a worker that could not arm `PR_SET_PDEATHSIG`.
+    pub const SETUP_EXIT_CODE: i32 = 103;
+
+    /// Forks a worker process that runs `f` and exits with its return value.
+    ///
+    /// In the child: `PR_SET_PDEATHSIG(SIGKILL)` is armed, then `getppid()`
+    /// is compared with the parent's pid (if the parent died in between, the
+    /// child exits with [`ORPHAN_EXIT_CODE`](Self::ORPHAN_EXIT_CODE)); `f`
+    /// runs under `catch_unwind` (a panic exits with
+    /// [`PANIC_EXIT_CODE`](Self::PANIC_EXIT_CODE)); the process ends with
+    /// `_exit`, so nothing of the parent's — destructors, `atexit` handlers,
+    /// buffered stdio — runs in it.
+    ///
+    /// In the parent, `f` is **forgotten, not dropped**: what it captured was
+    /// moved into the child. Capture ring handles by value and they belong to
+    /// the child alone (their `Drop`, which closes a ring end, runs there if
+    /// at all); capture by reference what the parent keeps. Whatever else
+    /// `f` owns leaks in the parent, so capture little.
+    ///
+    /// `PR_SET_PDEATHSIG` fires when the parent *thread* that forked ends,
+    /// not the parent process: spawn workers from a thread that outlives
+    /// them (the pipeline's coordinator), never from a short-lived one.
+    ///
+    /// # Safety
+    ///
+    /// The child is a copy of a process that may have other threads, of
+    /// which only the forking one exists in the child. Any lock another
+    /// thread held at the fork stays locked forever there. So `f` must only
+    /// use memory it owns or that is shared through a
+    /// [`Segment`](crate::segment::Segment), the memory allocator (glibc's
+    /// is fork-safe), and lock-free code such as the ring handles: no std
+    /// `Mutex`, no `println!` or other stdio, no `tracing`, no
+    /// environment access, nothing that may take a lock a dead thread holds.
+    /// It reports through shared memory and its exit code; the parent logs
+    /// for it. (A panic in `f` runs the panic hook, which writes to stderr:
+    /// keep `f` from panicking except as a last resort.) These are the rules
+    /// of std's `CommandExt::pre_exec`, for a closure that never `exec`s.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Fork`] if `fork` fails; `f` is then dropped here.
+    pub unsafe fn spawn<F>(name: &str, f: F) -> Result<Worker, WorkerError>
+    where
+        F: FnOnce() -> i32,
+    {
+        let parent = getpid();
+        let name = name.to_owned();
+        let f = ManuallyDrop::new(f);
+        // SAFETY: the child only runs `child_main`, whose obligations the
+        // caller took on (see `# Safety`), and never returns.
+        match unsafe { fork() } {
+            Err(errno) => {
+                // Nothing was forked, so `f` is still only ours.
+                drop(ManuallyDrop::into_inner(f));
+                Err(WorkerError::Fork { name, errno })
+            }
+            Ok(ForkResult::Child) => child_main(parent, ManuallyDrop::into_inner(f)),
+            // `f` stays in its `ManuallyDrop`: moved into the child.
+            Ok(ForkResult::Parent { child }) => Ok(Worker {
+                name,
+                pid: child,
+                exit: None,
+            }),
+        }
+    }
+
+    /// The worker's name, as given to [`spawn`](Self::spawn).
+    #[inline]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The worker's process id.
+    #[inline]
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// How the worker ended, if a call here already found out.
+    #[inline]
+    pub fn exit(&self) -> Option<WorkerExit> {
+        self.exit
+    }
+
+    /// How the worker ended, or `None` if it still runs; never blocks
+    /// (`waitpid` with `WNOHANG`). Once it has returned `Some`, it returns
+    /// the same value without a system call.
+    ///
+    /// Cheap enough to call from a blocking ring operation's `interrupt`.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Wait`] if `waitpid` fails (the worker was reaped
+    /// elsewhere, or `SIGCHLD` is set to be ignored).
+    pub fn try_status(&mut self) -> Result<Option<WorkerExit>, WorkerError> {
+        if self.exit.is_some() {
+            return Ok(self.exit);
+        }
+        self.reap(Some(WaitPidFlag::WNOHANG))
+    }
+
+    /// Sends `SIGKILL` to the worker, unless it was already reaped. Does not
+    /// wait; [`wait`](Self::wait) (or drop) reaps it.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Kill`] if the signal could not be sent.
+    pub fn kill(&self) -> Result<(), WorkerError> {
+        if self.exit.is_some() {
+            // Reaped: the pid may be someone else's now.
+            return Ok(());
+        }
+        // An unreaped child's pid is still ours (a zombie keeps it), so this
+        // cannot hit another process.
+        kill(self.pid, Signal::SIGKILL).map_err(|errno| WorkerError::Kill {
+            name: self.name.clone(),
+            pid: self.pid.as_raw(),
+            errno,
+        })
+    }
+
+    /// Waits for the worker to end and reaps it.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Wait`] if `waitpid` fails.
+    pub fn wait(mut self) -> Result<WorkerExit, WorkerError> {
+        self.wait_mut()
+    }
+
+    fn wait_mut(&mut self) -> Result<WorkerExit, WorkerError> {
+        loop {
+            if let Some(exit) = self.exit {
+                return Ok(exit);
+            }
+            self.reap(None)?;
+        }
+    }
+
+    /// One `waitpid`; records the exit if there is one.
+    fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<Option<WorkerExit>, WorkerError> {
+        let exit = match waitpid(self.pid, flags) {
+            Ok(WaitStatus::Exited(_, code)) => WorkerExit::Exited(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => WorkerExit::Signaled(signal),
+            // Still running (or stopped/continued, which we did not ask to
+            // hear about), or a signal handler interrupted a blocking wait.
+            Ok(_) | Err(Errno::EINTR) => return Ok(None),
+            Err(errno) => {
+                return Err(WorkerError::Wait {
+                    name: self.name.clone(),
+                    pid: self.pid.as_raw(),
+                    errno,
+                })
+            }
+        };
+        self.exit = Some(exit);
+        Ok(Some(exit))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            // Errors are ignored: with nobody to report to, the best left is
+            // to try the next step. A failed wait means the child was reaped
+            // elsewhere, so no zombie of ours remains either way.
+            let _ = self.kill();
+            let _ = self.wait_mut();
+        }
+    }
+}
+
+/// The child's side of [`Worker::spawn`]. Never returns.
+fn child_main(parent: Pid, f: impl FnOnce() -> i32) -> ! {
+    let code = if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+        Worker::SETUP_EXIT_CODE
+    } else if getppid() != parent {
+        // The parent died before the signal was armed; we were re-parented
+        // and nobody will ever reap us as a worker.
+        Worker::ORPHAN_EXIT_CODE
+    } else {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(code) => code,
+            Err(payload) => {
+                // Not dropped: a payload whose destructor panics would unwind
+                // out of here.
+                std::mem::forget(payload);
+                Worker::PANIC_EXIT_CODE
+            }
+        }
+    };
+    // SAFETY: `_exit` ends the process at once, without running destructors
+    // or atexit handlers — exactly what a forked copy of the parent must do.
+    unsafe { libc::_exit(code) }
+}
+
+/// A group of workers, polled and torn down together.
+///
+/// Dropping it sends `SIGKILL` to every worker still running before reaping
+/// any, so they die in parallel.
+#[derive(Debug, Default)]
+pub struct WorkerSet {
+    workers: Vec<Worker>,
+}
+
+impl WorkerSet {
+    /// An empty set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a worker.
+    pub fn push(&mut self, worker: Worker) {
+        self.workers.push(worker);
+    }
+
+    /// Workers in the set.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether the set is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// The workers, in the order they were added.
+    pub fn iter(&self) -> std::slice::Iter<'_, Worker> {
+        self.workers.iter()
+    }
+
+    /// Polls every worker (without blocking) and returns the first, in
+    /// insertion order, that has ended, with how it ended.
+    ///
+    /// # Errors
+    ///
+    /// The first [`WorkerError::Wait`].
+    pub fn first_exit(&mut self) -> Result<Option<(&Worker, WorkerExit)>, WorkerError> {
+        let mut found = None;
+        for (i, worker) in self.workers.iter_mut().enumerate() {
+            if let Some(exit) = worker.try_status()? {
+                found = Some((i, exit));
+                break;
+            }
+        }
+        Ok(found.map(|(i, exit)| (&self.workers[i], exit)))
+    }
+
+    /// Polls every worker and returns whether any has ended with anything
+    /// but exit code 0: the `interrupt` of a blocking ring operation that
+    /// waits on the set.
+    ///
+    /// # Errors
+    ///
+    /// The first [`WorkerError::Wait`].
+    pub fn any_failed(&mut self) -> Result<bool, WorkerError> {
+        for worker in &mut self.workers {
+            if worker.try_status()?.is_some_and(|exit| !exit.success()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Sends `SIGKILL` to every worker still running.
+    ///
+    /// # Errors
+    ///
+    /// The first [`WorkerError::Kill`]; the others are still signalled.
+    pub fn kill_all(&self) -> Result<(), WorkerError> {
+        let mut first = Ok(());
+        for worker in &self.workers {
+            if let Err(e) = worker.kill() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Waits for every worker and returns how each ended, in insertion
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// The first [`WorkerError::Wait`]; the remaining workers are reaped by
+    /// the set's `Drop`.
+    pub fn wait_all(mut self) -> Result<Vec<WorkerExit>, WorkerError> {
+        self.workers.iter_mut().map(Worker::wait_mut).collect()
+    }
+}
+
+impl Drop for WorkerSet {
+    fn drop(&mut self) {
+        // Signal all first, then reap each (in the workers' own `Drop`).
+        let _ = self.kill_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_is_reported() {
+        // SAFETY: the closure only returns a constant.
+        let mut worker = unsafe { Worker::spawn("seven", || 7) }.unwrap();
+        let exit = worker.wait_mut().unwrap();
+        assert_eq!(exit, WorkerExit::Exited(7));
+        assert_eq!(worker.try_status(), Ok(Some(exit)));
+        assert_eq!(worker.kill(), Ok(()), "killing a reaped worker is a no-op");
+    }
+
+    #[test]
+    fn panic_has_its_own_exit_code() {
+        // Silence the hook's message for this one process: the child writes
+        // to the test's captured output (or stderr), which is harmless here.
+        // SAFETY: the closure panics, which runs the panic hook; no other
+        // thread of this test binary holds stderr's lock for long, and the
+        // test accepts the tiny risk that one does at the fork.
+        let worker = unsafe { Worker::spawn("panics", || panic!("on purpose")) }.unwrap();
+        let exit = worker.wait().unwrap();
+        assert_eq!(exit, WorkerExit::Exited(Worker::PANIC_EXIT_CODE));
+        assert!(exit.to_string().contains("panicked"));
+    }
+
+    #[test]
+    fn kill_and_drop_reap() {
+        let word = std::sync::atomic::AtomicU32::new(0);
+        // SAFETY: the child only sleeps on a futex (a syscall, no lock).
+        let mut worker = unsafe {
+            Worker::spawn("sleeper", || loop {
+                let _ = crate::futex::wait(&word, 0, None);
+            })
+        }
+        .unwrap();
+        assert_eq!(worker.try_status(), Ok(None));
+        worker.kill().unwrap();
+        assert_eq!(worker.wait_mut(), Ok(WorkerExit::Signaled(Signal::SIGKILL)));
+
+        // SAFETY: as above.
+        let worker = unsafe {
+            Worker::spawn("dropped", || loop {
+                let _ = crate::futex::wait(&word, 0, None);
+            })
+        }
+        .unwrap();
+        let pid = worker.pid();
+        drop(worker);
+        assert_eq!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+            Err(Errno::ECHILD),
+            "drop must have reaped the worker"
+        );
+    }
+
+    #[test]
+    fn set_reports_the_first_failure() {
+        let word = std::sync::atomic::AtomicU32::new(0);
+        let mut set = WorkerSet::new();
+        // SAFETY: the children only sleep on a futex or return.
+        unsafe {
+            set.push(
+                Worker::spawn("sleeper", || loop {
+                    let _ = crate::futex::wait(&word, 0, None);
+                })
+                .unwrap(),
+            );
+            set.push(Worker::spawn("fails", || 3).unwrap());
+        }
+        let failed = loop {
+            if set.any_failed().unwrap() {
+                break set
+                    .first_exit()
+                    .unwrap()
+                    .map(|(w, e)| (w.name().to_owned(), e));
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(failed, Some(("fails".to_owned(), WorkerExit::Exited(3))));
+        set.kill_all().unwrap();
+        assert_eq!(
+            set.wait_all().unwrap(),
+            vec![WorkerExit::Signaled(Signal::SIGKILL), WorkerExit::Exited(3)]
+        );
+    }
+}
