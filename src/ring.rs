@@ -55,7 +55,12 @@ use std::time::{Duration, Instant};
 #[must_use]
 pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     assert!(capacity > 0, "ring capacity must be at least 1");
-    let storage = capacity.next_power_of_two();
+    // Checked: above 2^(usize::BITS - 1) `next_power_of_two` overflows, and
+    // in a release build it wraps to 0, which would leave no storage behind a
+    // mask of all ones (out-of-bounds writes from safe code).
+    let storage = capacity
+        .checked_next_power_of_two()
+        .expect("ring capacity too large");
     let slots = (0..storage)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect::<Box<[_]>>();
