@@ -24,18 +24,27 @@ use crossbeam_utils::CachePadded;
 use ringweave_ipc::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The stage runs.
-const RUNNING: u32 = 0;
+pub(crate) const RUNNING: u32 = 0;
 /// The coordinator asks the stage to pause.
-const PAUSE_REQUESTED: u32 = 1;
+pub(crate) const PAUSE_REQUESTED: u32 = 1;
 /// The stage accepted: it stops and hands itself over.
-const PAUSING: u32 = 2;
+pub(crate) const PAUSING: u32 = 2;
+/// Worker processes only: paused, state saved, waiting for a decision.
+pub(crate) const PAUSED: u32 = 3;
+/// Worker processes only: the coordinator's decision "carry on".
+pub(crate) const RESUME: u32 = 4;
+/// Worker processes only: the coordinator's decision "leave".
+pub(crate) const EXIT: u32 = 5;
+/// Stop now: the run is being torn down. Overrides every other state.
+pub(crate) const ABORT: u32 = 6;
 
 /// One stage's control block. `#[repr(C)]` with fixed-width atomics so it
 /// can live in a shared segment where worker processes update it too.
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct StageControl {
-    /// `RUNNING`, `PAUSE_REQUESTED` or `PAUSING`.
+    /// `RUNNING`, `PAUSE_REQUESTED`, `PAUSING`; for workers also `PAUSED`,
+    /// `RESUME`, `EXIT`. A futex word when in shared memory.
     cmd: CachePadded<AtomicU32>,
     /// Items the stage has taken from its input, ever. Stored only by the
     /// stage (single writer), read by the monitor.
@@ -52,6 +61,29 @@ impl StageControl {
         // Relaxed: only a hint that sends the stage to `try_pause`, whose CAS
         // is what counts.
         self.cmd.load(Ordering::Relaxed) == PAUSE_REQUESTED
+    }
+
+    /// Whether the run is being torn down: the stage must stop at once.
+    #[inline]
+    pub(crate) fn is_aborted(&self) -> bool {
+        // Relaxed: a stop order carries no data; the caller's wake-up (the
+        // fence in `wait::notify`) makes a sleeping stage see it.
+        self.cmd.load(Ordering::Relaxed) == ABORT
+    }
+
+    /// Whether anything asks the stage to stop waiting: a pause request or
+    /// an abort.
+    #[inline]
+    pub(crate) fn interrupted(&self) -> bool {
+        // Relaxed: as in `is_aborted`.
+        matches!(self.cmd.load(Ordering::Relaxed), PAUSE_REQUESTED | ABORT)
+    }
+
+    /// Orders the stage to stop (the run is being torn down). The caller
+    /// then wakes the stage's rings.
+    pub(crate) fn request_abort(&self) {
+        // Relaxed: as in `request_pause`.
+        self.cmd.store(ABORT, Ordering::Relaxed);
     }
 
     /// Accepts a pending pause request. `true`: the stage must stop now and
@@ -111,6 +143,11 @@ impl StageControl {
         self.items_out.store(items_out, Ordering::Relaxed);
     }
 
+    /// The command word itself, for the worker protocol's futex waits.
+    pub(crate) fn cmd(&self) -> &AtomicU32 {
+        &self.cmd
+    }
+
     /// `(items_in, items_out)` as last published.
     pub(crate) fn counts(&self) -> (u64, u64) {
         // Relaxed: see `record`.
@@ -118,5 +155,153 @@ impl StageControl {
             self.items_in.load(Ordering::Relaxed),
             self.items_out.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// Worker status: forked, not yet attached to its rings.
+pub(crate) const STARTING: u32 = 0;
+/// Worker status: attached and running its stage loop.
+pub(crate) const READY: u32 = 1;
+
+/// One stage's entry in the [`ControlTable`]: its control block plus what a
+/// worker process reports through shared memory.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct StageSlot {
+    pub control: StageControl,
+    /// `STARTING` or `READY` (worker processes only). A futex word.
+    pub status: CachePadded<AtomicU32>,
+    /// Bytes of archived state the worker saved at its last pause, or 0.
+    /// Stored by the worker before it stores `PAUSED` (Release).
+    pub state_len: AtomicU64,
+    /// Bytes of the error message the worker left before it exited, or 0.
+    pub error_len: AtomicU64,
+}
+
+/// Bytes each stage may leave as an error message.
+const ERROR_AREA: usize = 4096;
+
+/// Where the control blocks live.
+enum Storage {
+    /// In-process runs: a plain allocation.
+    Heap(#[allow(dead_code)] Box<[StageSlot]>),
+    /// Runs that may fork: a shared segment that worker processes inherit,
+    /// followed by each stage's state and error areas.
+    #[cfg(not(ringweave_loom))]
+    Segment(#[allow(dead_code)] ringweave_ipc::segment::Segment),
+}
+
+/// The control blocks of every stage, source first, in memory that the
+/// stages' threads and worker processes all see.
+pub(crate) struct ControlTable {
+    /// `len` slots. Points into `storage`, which lives as long as `self`.
+    slots: std::ptr::NonNull<StageSlot>,
+    len: usize,
+    /// Start of the per-stage areas (state, then error message), and the
+    /// state capacity of each; `None` on the heap.
+    areas: Option<(std::ptr::NonNull<u8>, usize)>,
+    _storage: Storage,
+}
+
+// SAFETY: the table only hands out shared references to atomics, and raw
+// byte areas whose use the worker protocol orders (see `state_area`).
+unsafe impl Send for ControlTable {}
+// SAFETY: as above.
+unsafe impl Sync for ControlTable {}
+
+impl ControlTable {
+    /// A table on the heap, for runs that never fork.
+    pub(crate) fn heap(len: usize) -> Self {
+        let mut slots: Box<[StageSlot]> = (0..len).map(|_| StageSlot::default()).collect();
+        let ptr = std::ptr::NonNull::new(slots.as_mut_ptr()).expect("Box pointer is non-null");
+        Self {
+            slots: ptr,
+            len,
+            areas: None,
+            _storage: Storage::Heap(slots),
+        }
+    }
+
+    /// A table in a new shared segment, with `state_capacity` bytes of state
+    /// area per stage.
+    #[cfg(not(ringweave_loom))]
+    pub(crate) fn shared(
+        len: usize,
+        state_capacity: usize,
+    ) -> Result<Self, ringweave_ipc::segment::SegmentError> {
+        let state_capacity = state_capacity.next_multiple_of(4096);
+        let table_bytes = (len * std::mem::size_of::<StageSlot>()).next_multiple_of(4096);
+        let area_bytes = len * (state_capacity + ERROR_AREA);
+        let segment =
+            ringweave_ipc::segment::Segment::create("ringweave-control", table_bytes + area_bytes)?;
+        let base = segment
+            .region(0, table_bytes + area_bytes)
+            .expect("the segment holds the size it was created with");
+        // SAFETY: the payload is zeroed memory, and all-zero bytes are a
+        // valid `StageSlot` (atomics at 0: RUNNING, STARTING, no state).
+        // `Segment::HEADER_LEN` aligns the payload to 128, enough for
+        // `CachePadded`. The mapping lives as long as `_storage`.
+        let slots = base.cast::<StageSlot>();
+        // SAFETY: `table_bytes` is inside the region just checked.
+        let areas = unsafe { base.add(table_bytes) };
+        Ok(Self {
+            slots,
+            len,
+            areas: Some((areas, state_capacity)),
+            _storage: Storage::Segment(segment),
+        })
+    }
+
+    /// Whether the table is in shared memory (worker processes can use it).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.areas.is_some()
+    }
+
+    /// The slot of stage `index`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is out of range (an executor bug).
+    #[inline]
+    pub(crate) fn slot(&self, index: usize) -> &StageSlot {
+        assert!(index < self.len, "stage {index} of {}", self.len);
+        // SAFETY: in range, initialised (zeroed or constructed), and alive
+        // as long as `self`.
+        unsafe { &*self.slots.as_ptr().add(index) }
+    }
+
+    /// The control block of stage `index`.
+    #[inline]
+    pub(crate) fn get(&self, index: usize) -> &StageControl {
+        &self.slot(index).control
+    }
+
+    /// The state area of stage `index` (16-byte aligned) and its length, in
+    /// a shared table. Written only by the stage's worker while it is
+    /// `PAUSING` (before it stores `PAUSED` with Release), read only by the
+    /// coordinator after it loads `PAUSED` with Acquire.
+    pub(crate) fn state_area(&self, index: usize) -> Option<(*mut u8, usize)> {
+        let (areas, state_capacity) = self.areas?;
+        assert!(index < self.len);
+        let stride = state_capacity + ERROR_AREA;
+        // SAFETY: `index * stride + state_capacity` is inside the areas
+        // (`len * stride` bytes).
+        Some((
+            unsafe { areas.as_ptr().add(index * stride) },
+            state_capacity,
+        ))
+    }
+
+    /// The error area of stage `index`: written by its worker just before
+    /// it exits with a failure, read by the coordinator after reaping it.
+    pub(crate) fn error_area(&self, index: usize) -> Option<(*mut u8, usize)> {
+        let (areas, state_capacity) = self.areas?;
+        assert!(index < self.len);
+        let stride = state_capacity + ERROR_AREA;
+        // SAFETY: as in `state_area`, the error area follows the state area.
+        Some((
+            unsafe { areas.as_ptr().add(index * stride + state_capacity) },
+            ERROR_AREA,
+        ))
     }
 }

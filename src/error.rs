@@ -38,6 +38,32 @@ pub enum Error {
     /// The pipeline is no longer running (it finished or failed) and cannot
     /// take the command.
     NotRunning,
+    /// An item could not cross into or out of a worker process: its archive
+    /// is larger than the shared ring (the error carries both sizes), its
+    /// `Serialize` failed, or a record failed validation.
+    Record {
+        /// The stage that wrote or read the record.
+        stage: String,
+        /// What was wrong, with the sizes and ring position.
+        source: ringweave_ipc::record::RecordError,
+    },
+    /// A worker process ended without finishing its stage: killed by a
+    /// signal, or exited with a failure code.
+    WorkerCrashed {
+        /// The stage the worker ran.
+        stage: String,
+        /// Its process id.
+        pid: i32,
+        /// How it ended (`killed by SIGKILL`, `exited with code 3`, …) and
+        /// the message it left, if any.
+        exit: String,
+    },
+    /// A shared-memory segment or worker process could not be set up to
+    /// start a distributed run.
+    Distributed {
+        /// What failed, with the OS error and sizes.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -54,6 +80,13 @@ impl fmt::Display for Error {
             }
             Error::Unsupported { what } => write!(f, "not supported: {what}"),
             Error::NotRunning => f.write_str("the pipeline is not running"),
+            Error::Record { stage, source } => write!(f, "stage `{stage}`: {source}"),
+            Error::WorkerCrashed { stage, pid, exit } => {
+                write!(f, "worker process {pid} of stage `{stage}` {exit}")
+            }
+            Error::Distributed { reason } => {
+                write!(f, "could not start distributed execution: {reason}")
+            }
         }
     }
 }
@@ -62,6 +95,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Spawn { source, .. } => Some(source),
+            Error::Record { source, .. } => Some(source),
             _ => None,
         }
     }

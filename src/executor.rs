@@ -3,20 +3,21 @@
 //! mode, drives the switches.
 
 use crate::config::{ExecutionMode, Mode};
-use crate::control::StageControl;
+use crate::control::ControlTable;
+use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
-use crate::pipeline::{Options, Parts};
-use crate::report::{LatencySummary, RunReport, StageReport, SwitchEvent};
-use crate::ring::RingWaker;
-use crate::stage::{ErasedStage, StageExit};
+use crate::monitor::RateWindow;
+use crate::pipeline::Parts;
+use crate::report::{RunReport, SwitchEvent};
+use crate::stage::ErasedStage;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// What a stage thread reports when it ends.
-enum Exit {
+pub(crate) enum Exit {
     Finished,
     /// Paused at the barrier; the stage travels back to the coordinator.
     Paused(Box<dyn ErasedStage>),
@@ -26,26 +27,19 @@ enum Exit {
 }
 
 /// Messages to the coordinator.
-enum Message {
+pub(crate) enum Message {
     Exited { index: usize, exit: Exit },
     Command(Command),
 }
 
 /// Requests from a [`PipelineHandle`].
-enum Command {
+pub(crate) enum Command {
     Switch {
         to: Mode,
         reply: Sender<Result<SwitchEvent, Error>>,
     },
     /// The handle was dropped: stop everything.
     Abort,
-}
-
-/// Live counters shared by the coordinator, the stages and the handle.
-pub(crate) struct Shared {
-    pub names: Vec<String>,
-    pub controls: Box<[StageControl]>,
-    pub started: Instant,
 }
 
 /// A running pipeline.
@@ -105,9 +99,9 @@ impl PipelineHandle {
         self.shared
             .names
             .iter()
-            .zip(self.shared.controls.iter())
-            .map(|(name, control)| {
-                let (items_in, items_out) = control.counts();
+            .enumerate()
+            .map(|(index, name)| {
+                let (items_in, items_out) = self.shared.controls.get(index).counts();
                 (name.clone(), items_in, items_out)
             })
             .collect()
@@ -130,14 +124,6 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         edges,
         options,
     } = parts;
-    if !matches!(options.mode, ExecutionMode::InProcess) {
-        return Err(Error::Unsupported {
-            what: format!(
-                "{:?} mode (only in-process runs in this build)",
-                options.mode
-            ),
-        });
-    }
     let mut wakers = Vec::with_capacity(edges.len());
     for (i, edge) in edges.iter().enumerate() {
         let (producer, consumer, waker) = edge.ring(options.ring_capacity);
@@ -145,29 +131,59 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         nodes[i + 1].set_input(consumer);
         wakers.push(waker);
     }
+    // The control blocks live in shared memory, where worker processes
+    // update them too; any run may be switched (`PipelineHandle::switch_to`).
+    // An in-process run does without if the segment cannot be made.
+    let controls = match ControlTable::shared(nodes.len(), options.max_state_bytes) {
+        Ok(table) => table,
+        Err(e) if matches!(options.mode, ExecutionMode::InProcess) => {
+            tracing::warn!(error = %e, "no shared control segment: this run cannot switch");
+            ControlTable::heap(nodes.len())
+        }
+        Err(e) => {
+            return Err(Error::Distributed {
+                reason: format!("control segment: {e}"),
+            })
+        }
+    };
     let shared = Arc::new(Shared {
         names: nodes.iter().map(|n| n.name().to_owned()).collect(),
-        controls: nodes.iter().map(|_| StageControl::default()).collect(),
+        controls,
         started: Instant::now(),
     });
+    let window = match &options.mode {
+        ExecutionMode::Hybrid(config) => Duration::from_millis(config.window_size_ms),
+        _ => Duration::from_secs(1),
+    };
+    let start_threads = !matches!(options.mode, ExecutionMode::Distributed);
     let (sender, events) = mpsc::channel();
     let mut coordinator = Coordinator {
         shared: Arc::clone(&shared),
         options,
+        edges,
         wakers,
-        threads: (0..nodes.len()).map(|_| None).collect(),
-        running: 0,
+        slots: Vec::with_capacity(nodes.len()),
+        mode: Mode::InProcess,
         failure: None,
         aborting: false,
         sender: sender.clone(),
         events,
+        deferred: Vec::new(),
         switches: Vec::new(),
+        monitor: RateWindow::new(window),
+        cooldown_until: Instant::now(),
+        distributed: None,
     };
-    for (index, stage) in nodes.into_iter().enumerate() {
-        if let Err(e) = coordinator.start(index, stage) {
-            coordinator.abort();
+    coordinator
+        .slots
+        .extend(nodes.into_iter().map(Slot::Parked));
+    if start_threads {
+        // `resume_threads` starts every parked stage that runs in this
+        // process: all of them, in-process.
+        coordinator.resume_threads();
+        if let Some(error) = coordinator.failure.take() {
             coordinator.wait_all();
-            return Err(e);
+            return Err(error);
         }
     }
     let coordinator = thread::Builder::new()
@@ -184,165 +200,9 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
     })
 }
 
-/// Owns the stage threads while they run and the stages while they are
-/// paused.
-struct Coordinator {
-    shared: Arc<Shared>,
-    options: Options,
-    /// One per edge: wakes both ends so a sleeping stage sees a request.
-    wakers: Vec<RingWaker>,
-    threads: Vec<Option<JoinHandle<()>>>,
-    /// Stage threads not yet reported as exited.
-    running: usize,
-    /// The first failure; later ones are consequences.
-    failure: Option<Error>,
-    /// Stop everything: paused stages are dropped, not resumed.
-    aborting: bool,
-    sender: Sender<Message>,
-    events: Receiver<Message>,
-    switches: Vec<SwitchEvent>,
-}
-
-impl Coordinator {
-    /// Starts (or resumes) `stage` on a new thread.
-    fn start(&mut self, index: usize, mut stage: Box<dyn ErasedStage>) -> Result<(), Error> {
-        let shared = Arc::clone(&self.shared);
-        let sender = self.sender.clone();
-        let batch = self.options.batch_size;
-        let name = format!("rw-{}", stage.name());
-        let stage_name = stage.name().to_owned();
-        shared.controls[index].reset();
-        let handle = thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                let control = &shared.controls[index];
-                let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(control, batch))) {
-                    Ok(StageExit::Paused) => Exit::Paused(stage),
-                    Ok(StageExit::Finished) => end(stage, Exit::Finished),
-                    Ok(StageExit::Failed(error)) => end(stage, Exit::Failed(error)),
-                    Ok(StageExit::Aborted) => end(stage, Exit::Aborted),
-                    Err(payload) => end(stage, Exit::Panicked(panic_message(&*payload))),
-                };
-                // The coordinator outlives every stage thread (it joins them),
-                // so the receiver is there; if not, there is nobody to tell.
-                let _ = sender.send(Message::Exited { index, exit });
-            })
-            .map_err(|source| Error::Spawn {
-                stage: stage_name,
-                source,
-            })?;
-        self.threads[index] = Some(handle);
-        self.running += 1;
-        Ok(())
-    }
-
-    fn run(mut self) -> Result<RunReport, Error> {
-        while self.running > 0 {
-            let Ok(message) = self.events.recv() else {
-                break;
-            };
-            match message {
-                Message::Exited { index, exit } => self.on_exit(index, exit),
-                Message::Command(Command::Switch { to, reply }) => {
-                    let _ = reply.send(Err(Error::Unsupported {
-                        what: format!("switching to {to} (hybrid execution is not in this build)"),
-                    }));
-                }
-                Message::Command(Command::Abort) => self.abort(),
-            }
-        }
-        self.wait_all();
-        if let Some(failure) = self.failure.take() {
-            return Err(failure);
-        }
-        Ok(self.report())
-    }
-
-    fn on_exit(&mut self, index: usize, exit: Exit) {
-        self.running -= 1;
-        if let Some(thread) = self.threads[index].take() {
-            // The thread has sent its last message; this returns at once.
-            let _ = thread.join();
-        }
-        match exit {
-            Exit::Finished | Exit::Aborted => {}
-            Exit::Paused(stage) => {
-                // Only an abort pauses stages in this build: drop the stage,
-                // which closes its rings so its neighbours stop too.
-                drop_quietly(stage);
-            }
-            Exit::Failed(error) => {
-                if self.failure.is_none() {
-                    self.failure = Some(error);
-                }
-            }
-            Exit::Panicked(message) => {
-                if self.failure.is_none() {
-                    self.failure = Some(Error::StagePanicked {
-                        stage: self.shared.names[index].clone(),
-                        message,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Asks every running stage to stop; paused stages are then dropped.
-    fn abort(&mut self) {
-        self.aborting = true;
-        for control in self.shared.controls.iter() {
-            control.request_pause();
-        }
-        for waker in &self.wakers {
-            waker.wake();
-        }
-    }
-
-    /// Waits until every stage thread has exited.
-    fn wait_all(&mut self) {
-        while self.running > 0 {
-            match self.events.recv_timeout(Duration::from_secs(1)) {
-                Ok(Message::Exited { index, exit }) => self.on_exit(index, exit),
-                Ok(Message::Command(Command::Switch { reply, .. })) => {
-                    let _ = reply.send(Err(Error::NotRunning));
-                }
-                Ok(Message::Command(Command::Abort)) => self.abort(),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-    }
-
-    fn report(&self) -> RunReport {
-        let stages: Vec<StageReport> = self
-            .shared
-            .names
-            .iter()
-            .zip(self.shared.controls.iter())
-            .map(|(name, control)| {
-                let (items_in, items_out) = control.counts();
-                StageReport {
-                    name: name.clone(),
-                    items_in,
-                    items_out,
-                }
-            })
-            .collect();
-        RunReport {
-            items_produced: stages.first().map_or(0, |s| s.items_out),
-            items_delivered: stages.last().map_or(0, |s| s.items_in),
-            final_mode: Mode::InProcess,
-            elapsed: self.shared.started.elapsed(),
-            stages,
-            switches: self.switches.clone(),
-            latency: LatencySummary::default(),
-        }
-    }
-}
-
 /// Drops a finished stage (closing its rings) and returns `exit`; a panic in
 /// an item's destructor becomes the exit.
-fn end(stage: Box<dyn ErasedStage>, exit: Exit) -> Exit {
+pub(crate) fn end(stage: Box<dyn ErasedStage>, exit: Exit) -> Exit {
     match catch_unwind(AssertUnwindSafe(move || drop(stage))) {
         Ok(()) => exit,
         Err(payload) => match exit {
@@ -350,8 +210,4 @@ fn end(stage: Box<dyn ErasedStage>, exit: Exit) -> Exit {
             _ => Exit::Panicked(panic_message(&*payload)),
         },
     }
-}
-
-fn drop_quietly(stage: Box<dyn ErasedStage>) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(stage)));
 }

@@ -39,21 +39,48 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+// The engine's OS-facing layers (threads, fork, shared memory) are not built
+// under loom; the protocols they use are (`ring`, `control`), through the
+// sync shim, and `loom-tests/` checks them.
+#[cfg(not(ringweave_loom))]
 mod config;
 mod control;
+#[cfg(not(ringweave_loom))]
+mod coordinator;
+#[cfg(not(ringweave_loom))]
+mod distributed;
+#[cfg(not(ringweave_loom))]
 mod error;
+#[cfg(not(ringweave_loom))]
 mod executor;
+#[cfg(not(ringweave_loom))]
 mod item;
+#[cfg(not(ringweave_loom))]
+mod monitor;
+#[cfg(not(ringweave_loom))]
 mod pipeline;
+#[cfg(not(ringweave_loom))]
 mod report;
 pub mod ring;
+#[cfg(not(ringweave_loom))]
+mod shm;
+#[cfg(not(ringweave_loom))]
 mod stage;
 
+#[cfg(not(ringweave_loom))]
 pub use config::{ExecutionMode, HybridConfig, Mode};
+#[cfg(not(ringweave_loom))]
 pub use error::Error;
+#[cfg(not(ringweave_loom))]
 pub use executor::PipelineHandle;
+#[cfg(not(ringweave_loom))]
 pub use item::Item;
-pub use pipeline::{CompletePipeline, Pipeline, DEFAULT_BATCH_SIZE, DEFAULT_RING_CAPACITY};
+#[cfg(not(ringweave_loom))]
+pub use pipeline::{
+    CompletePipeline, Pipeline, DEFAULT_BATCH_SIZE, DEFAULT_MAX_STATE_BYTES, DEFAULT_RING_CAPACITY,
+    DEFAULT_SHM_RING_BYTES,
+};
+#[cfg(not(ringweave_loom))]
 pub use report::{
     LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
 };

@@ -6,10 +6,13 @@ use crate::executor::{self, PipelineHandle};
 use crate::item::Item;
 use crate::report::RunReport;
 use crate::ring::{self, RingWaker};
+use crate::stage::RingOutbox;
 use crate::stage::{
     ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, SourceStage, StatefulOp, Tally,
     TransformStage,
 };
+use ringweave_ipc::record::RecordError;
+use ringweave_ipc::record_ring::{PushError as RecordPushError, RecordProducer, RecordRing};
 use std::any::Any;
 use std::marker::PhantomData;
 
@@ -17,6 +20,13 @@ use std::marker::PhantomData;
 pub const DEFAULT_RING_CAPACITY: usize = 4096;
 /// Default number of items a stage takes from its input at once.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Default bytes per shared-memory record ring (distributed mode). Pages
+/// are only touched as records pass, so a large ring costs address space,
+/// not memory.
+pub const DEFAULT_SHM_RING_BYTES: usize = 4 << 20;
+/// Default bytes a `stateful` stage's archived state may take when it moves
+/// back from a worker process.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 1 << 20;
 
 /// A pipeline under construction whose last stage emits `T`.
 ///
@@ -63,6 +73,10 @@ pub(crate) struct Options {
     pub mode: ExecutionMode,
     pub ring_capacity: usize,
     pub batch_size: usize,
+    /// Bytes of each shared-memory record ring (distributed mode).
+    pub shm_ring_bytes: usize,
+    /// Bytes each stage's state may take when archived (distributed mode).
+    pub max_state_bytes: usize,
 }
 
 impl Options {
@@ -80,6 +94,20 @@ impl Options {
                 reason: "must be at least 1, got 0".into(),
             });
         }
+        let b = self.shm_ring_bytes;
+        let (min, max) = (RecordRing::MIN_CAPACITY, RecordRing::MAX_CAPACITY);
+        if !(min..=max).contains(&b) || !b.is_power_of_two() {
+            return Err(Error::InvalidConfig {
+                field: "shm_ring_bytes",
+                reason: format!("must be a power of two in {min}..={max}, got {b}"),
+            });
+        }
+        if self.max_state_bytes == 0 {
+            return Err(Error::InvalidConfig {
+                field: "max_state_bytes",
+                reason: "must be at least 1, got 0".into(),
+            });
+        }
         if let ExecutionMode::Hybrid(config) = &self.mode {
             config.validate()?;
         }
@@ -87,20 +115,137 @@ impl Options {
     }
 }
 
-/// Builds the ring of one edge for the item type the edge carries.
+/// Everything the executor does with one edge that depends on the type of
+/// the items it carries: building its rings and moving residual items
+/// between an in-process ring and a shared-memory record ring at a switch.
 pub(crate) trait EdgeSpec: Send {
     /// A new in-process ring: boxed `Producer<T>`, boxed `Consumer<T>`, and a
     /// waker for both ends.
     fn ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>, RingWaker);
+
+    /// The two ends of `ring` for this edge's item type: boxed
+    /// `RecordProducer<T>` and `RecordConsumer<T>`.
+    ///
+    /// # Safety
+    ///
+    /// The contract of [`RecordRing::producer`] and
+    /// [`RecordRing::consumer`]: one of each in use at a time, across
+    /// processes, and `ring`'s segment outlives them in this process.
+    unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>);
+
+    /// Archives every item in a paused in-process ring (`consumer`: a
+    /// `&mut Consumer<T>`) into `producer` (a `&mut RecordProducer<T>`) and
+    /// publishes them, leaving the in-process ring untouched. Returns
+    /// `(items, bytes)`.
+    fn copy_out(
+        &self,
+        consumer: &mut dyn Any,
+        producer: &mut dyn Any,
+    ) -> Result<(u64, u64), String>;
+
+    /// Drops every item in a paused in-process ring (`&mut Consumer<T>`):
+    /// the commit of a switch out, once the items live in the record ring.
+    fn clear(&self, consumer: &mut dyn Any);
+
+    /// Reads every unread record of `ring`, validated and deserialized,
+    /// without consuming it. Returns a boxed `Vec<T>`, the count and the
+    /// bytes.
+    ///
+    /// # Safety
+    ///
+    /// The contract of [`RecordRing::peek_unread`]: the consumer is paused.
+    unsafe fn copy_in(
+        &self,
+        ring: &RecordRing,
+    ) -> Result<(Box<dyn Any + Send>, u64, u64), RecordError>;
+
+    /// Appends a `Vec<T>` from `copy_in` to a paused stage's output
+    /// (`&mut RingOutbox<T>`), after what it already holds.
+    fn append(&self, outbox: &mut dyn Any, items: Box<dyn Any + Send>);
 }
 
 struct TypedEdge<T>(PhantomData<fn() -> T>);
+
+/// Downcasts a type-erased end this edge's own spec built.
+fn end_mut<E: 'static>(end: &mut dyn Any) -> &mut E {
+    match end.downcast_mut::<E>() {
+        Some(end) => end,
+        None => unreachable!(
+            "edge end of the wrong type: expected {}",
+            std::any::type_name::<E>()
+        ),
+    }
+}
 
 impl<T: Item> EdgeSpec for TypedEdge<T> {
     fn ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>, RingWaker) {
         let (producer, consumer) = ring::channel::<T>(capacity);
         let waker = producer.waker();
         (Box::new(producer), Box::new(consumer), waker)
+    }
+
+    unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>) {
+        // SAFETY: forwarded to the caller.
+        let (producer, consumer) = unsafe { (ring.producer::<T>(), ring.consumer::<T>()) };
+        (Box::new(producer), Box::new(consumer))
+    }
+
+    fn copy_out(
+        &self,
+        consumer: &mut dyn Any,
+        producer: &mut dyn Any,
+    ) -> Result<(u64, u64), String> {
+        let consumer = end_mut::<ring::Consumer<T>>(consumer);
+        let producer = end_mut::<RecordProducer<T>>(producer);
+        let before = producer.free_bytes();
+        let n = consumer.slots();
+        let Ok(chunk) = consumer.read_chunk(n) else {
+            return Ok((0, 0));
+        };
+        let (a, b) = chunk.as_slices();
+        for (i, item) in a.iter().chain(b).enumerate() {
+            match producer.push(item) {
+                Ok(()) => {}
+                Err(RecordPushError::Full) => {
+                    return Err(format!(
+                        "the {n} residual items need more than the {}-byte shared ring \
+                         ({i} fitted; raise shm_ring_bytes)",
+                        producer.capacity()
+                    ))
+                }
+                Err(e) => return Err(format!("residual item {i} of {n}: {e}")),
+            }
+        }
+        producer.flush();
+        Ok((n as u64, (before - producer.free_bytes()) as u64))
+    }
+
+    fn clear(&self, consumer: &mut dyn Any) {
+        let consumer = end_mut::<ring::Consumer<T>>(consumer);
+        let n = consumer.slots();
+        if let Ok(chunk) = consumer.read_chunk(n) {
+            chunk.commit_all();
+        }
+    }
+
+    unsafe fn copy_in(
+        &self,
+        ring: &RecordRing,
+    ) -> Result<(Box<dyn Any + Send>, u64, u64), RecordError> {
+        // SAFETY: forwarded to the caller.
+        let unread = unsafe { ring.peek_unread::<T>() };
+        let bytes = unread.remaining_bytes();
+        let items = unread.collect::<Result<Vec<T>, RecordError>>()?;
+        let n = items.len() as u64;
+        Ok((Box::new(items), n, bytes))
+    }
+
+    fn append(&self, outbox: &mut dyn Any, items: Box<dyn Any + Send>) {
+        let outbox = end_mut::<RingOutbox<T>>(outbox);
+        match items.downcast::<Vec<T>>() {
+            Ok(items) => outbox.append(*items),
+            Err(_) => unreachable!("residual items of the wrong type"),
+        }
     }
 }
 
@@ -116,6 +261,7 @@ impl<T: Item> Pipeline<T> {
         let source = SourceStage {
             iter: iter.into_iter(),
             output: None,
+            shm_output: None,
             tally: Tally::default(),
         };
         Self {
@@ -126,6 +272,8 @@ impl<T: Item> Pipeline<T> {
                     mode: ExecutionMode::InProcess,
                     ring_capacity: DEFAULT_RING_CAPACITY,
                     batch_size: DEFAULT_BATCH_SIZE,
+                    shm_ring_bytes: DEFAULT_SHM_RING_BYTES,
+                    max_state_bytes: DEFAULT_MAX_STATE_BYTES,
                 },
             },
             _item: PhantomData,
@@ -139,6 +287,8 @@ impl<T: Item> Pipeline<T> {
             op,
             input: None,
             output: None,
+            shm_input: None,
+            shm_output: None,
             tally: Tally::default(),
         }));
         Pipeline {
@@ -208,6 +358,21 @@ impl<T: Item> Pipeline<T> {
         self
     }
 
+    /// Sets the bytes of each shared-memory record ring used in distributed
+    /// mode: a power of two, at least 64 (default 4 MiB). A switch whose
+    /// residual items do not fit is rolled back, saying so.
+    pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
+        self.parts.options.shm_ring_bytes = bytes;
+        self
+    }
+
+    /// Sets the bytes a `stateful` stage's archived state may take when it
+    /// moves back from a worker process (default 1 MiB).
+    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+        self.parts.options.max_state_bytes = bytes;
+        self
+    }
+
     /// Ends the pipeline with `f`, called on a thread of this process for
     /// every item in order.
     pub fn sink(mut self, f: impl FnMut(T) + Send + 'static) -> CompletePipeline {
@@ -215,6 +380,7 @@ impl<T: Item> Pipeline<T> {
         self.parts.nodes.push(Box::new(SinkStage {
             f,
             input: None,
+            shm_input: None,
             tally: Tally::default(),
         }));
         CompletePipeline { parts: self.parts }
@@ -243,6 +409,21 @@ impl CompletePipeline {
     /// Sets the batch size (see [`Pipeline::batch_size`]).
     pub fn batch_size(mut self, batch: usize) -> Self {
         self.parts.options.batch_size = batch;
+        self
+    }
+
+    /// Sets the bytes of each shared-memory record ring used in distributed
+    /// mode: a power of two, at least 64 (default 4 MiB). A switch whose
+    /// residual items do not fit is rolled back, saying so.
+    pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
+        self.parts.options.shm_ring_bytes = bytes;
+        self
+    }
+
+    /// Sets the bytes a `stateful` stage's archived state may take when it
+    /// moves back from a worker process (default 1 MiB).
+    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+        self.parts.options.max_state_bytes = bytes;
         self
     }
 

@@ -10,7 +10,10 @@
 
 use crate::control::StageControl;
 use crate::error::Error;
+use crate::item::Item;
 use crate::ring::{Consumer, Producer, WaitOutcome};
+use crate::shm::{ShmInbox, ShmOutbox};
+use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
 use std::any::Any;
 use std::collections::VecDeque;
 
@@ -24,6 +27,21 @@ pub(crate) trait Emit<T> {
 pub(crate) trait Operator<In, Out>: Send + 'static {
     /// Processes one input, emitting zero or more outputs in order.
     fn process<E: Emit<Out>>(&mut self, item: In, out: &mut E);
+
+    /// Archives the operator's state into `area` (a worker pausing for a
+    /// switch back); returns its length. Stateless operators write nothing.
+    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
+        Ok(0)
+    }
+
+    /// Validates and deserializes a state saved by `save_state`, without
+    /// installing it (so a failed switch leaves the operator untouched).
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+        Ok(None)
+    }
+
+    /// Installs a state returned by `decode_state`.
+    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
 }
 
 /// `map`: exactly one output per input.
@@ -78,13 +96,47 @@ pub(crate) struct StatefulOp<S, F> {
 
 impl<In, Out, S, F> Operator<In, Out> for StatefulOp<S, F>
 where
-    S: Send + 'static,
+    S: Item,
     F: Fn(&mut S, In) -> Option<Out> + Send + 'static,
 {
     #[inline]
     fn process<E: Emit<Out>>(&mut self, item: In, out: &mut E) {
         if let Some(output) = (self.f)(&mut self.state, item) {
             out.emit(output);
+        }
+    }
+
+    fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
+        let capacity = area.len();
+        let writer = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+            &self.state,
+            ringweave_ipc::record::SlotWriter::from_slice(area),
+        )
+        .map_err(|e| format!("state does not serialize: {e}"))?;
+        let len = rkyv::ser::Positional::pos(&writer);
+        if !writer.fits() {
+            return Err(format!(
+                "state archive of {len} bytes does not fit the {capacity}-byte state area \
+                 (raise HybridConfig::max_state_bytes)"
+            ));
+        }
+        Ok(len)
+    }
+
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+        let archived = rkyv::access::<
+            <S as ringweave_ipc::Record>::ArchivedRecord,
+            rkyv::rancor::Error,
+        >(bytes)
+        .map_err(|e| format!("state of {} bytes fails validation: {e}", bytes.len()))?;
+        let state = rkyv::deserialize::<S, rkyv::rancor::Error>(archived)
+            .map_err(|e| format!("state does not deserialize: {e}"))?;
+        Ok(Some(Box::new(state)))
+    }
+
+    fn set_state(&mut self, state: Box<dyn Any + Send>) {
+        if let Ok(state) = state.downcast::<S>() {
+            self.state = *state;
         }
     }
 }
@@ -125,10 +177,11 @@ pub(crate) trait Outbox<T>: Emit<T> {
     /// Publishes what was emitted and moves waiting outputs in as far as
     /// they fit.
     fn flush(&mut self) -> Result<(), StageExit>;
-    /// Waits until the output has room for some waiting outputs, or its
-    /// consumer is gone. Not interruptible by the barrier: a stage pauses
-    /// only with nothing waiting (see [`run_transform`]).
-    fn wait_room(&mut self) -> WaitOutcome;
+    /// Waits until the output has room for some waiting outputs.
+    /// `Err(Aborted)` if its consumer is gone or the run is torn down. Not
+    /// interruptible by the barrier: a stage pauses only with nothing
+    /// waiting (see [`run_transform`]).
+    fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit>;
 }
 
 /// The output end of an in-process stage: stages writes in the output ring's
@@ -247,23 +300,25 @@ impl<T> Outbox<T> for RingOutbox<T> {
         Ok(())
     }
 
-    fn wait_room(&mut self) -> WaitOutcome {
+    fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit> {
         let want = self.pending.len().max(1);
-        self.producer.wait_for_slots(want, None, || false)
+        match self
+            .producer
+            .wait_for_slots(want, None, || control.is_aborted())
+        {
+            WaitOutcome::Ready(_) | WaitOutcome::TimedOut => Ok(()),
+            WaitOutcome::Closed | WaitOutcome::Interrupted => Err(StageExit::Aborted),
+        }
     }
 }
 
 impl<T> Inbox<T> for Consumer<T> {
     fn await_items(&mut self, control: &StageControl) -> Result<usize, StageExit> {
         loop {
-            match self.wait_for_items(1, None, || control.pause_requested()) {
+            match self.wait_for_items(1, None, || control.interrupted()) {
                 WaitOutcome::Ready(n) => return Ok(n),
                 WaitOutcome::Closed => return Err(StageExit::Finished),
-                WaitOutcome::Interrupted | WaitOutcome::TimedOut => {
-                    if control.try_pause() {
-                        return Err(StageExit::Paused);
-                    }
-                }
+                WaitOutcome::Interrupted | WaitOutcome::TimedOut => interrupted(control)?,
             }
         }
     }
@@ -294,16 +349,14 @@ pub(crate) struct Tally {
 }
 
 /// Flushes until nothing waits for room. `Err(Aborted)` if the consumer is
-/// gone.
-fn drain<T>(out: &mut impl Outbox<T>) -> Result<(), StageExit> {
+/// gone or the run is torn down.
+fn drain<T>(out: &mut impl Outbox<T>, control: &StageControl) -> Result<(), StageExit> {
     loop {
         out.flush()?;
         if !out.is_congested() {
             return Ok(());
         }
-        if out.wait_room() == WaitOutcome::Closed {
-            return Err(StageExit::Aborted);
-        }
+        out.wait_room(control)?;
     }
 }
 
@@ -312,7 +365,20 @@ fn drain<T>(out: &mut impl Outbox<T>) -> Result<(), StageExit> {
 /// emitted is in its output ring, what it has not taken is in its input ring.
 #[inline]
 fn boundary(control: &StageControl) -> Result<(), StageExit> {
-    if control.pause_requested() && control.try_pause() {
+    if control.interrupted() {
+        interrupted(control)?;
+    }
+    Ok(())
+}
+
+/// A wait was interrupted: stop for an abort, pause for an accepted pause
+/// request, carry on if the request was withdrawn meanwhile.
+#[cold]
+pub(crate) fn interrupted(control: &StageControl) -> Result<(), StageExit> {
+    if control.is_aborted() {
+        return Err(StageExit::Aborted);
+    }
+    if control.try_pause() {
         return Err(StageExit::Paused);
     }
     Ok(())
@@ -334,7 +400,7 @@ pub(crate) fn run_source<T>(
     batch: usize,
 ) -> StageExit {
     exit_of((|| loop {
-        drain(out)?;
+        drain(out, control)?;
         boundary(control)?;
         let mut produced = 0;
         let mut ended = false;
@@ -353,7 +419,7 @@ pub(crate) fn run_source<T>(
         tally.items_out += produced as u64;
         control.record(tally.items_in, tally.items_out);
         if ended {
-            drain(out)?;
+            drain(out, control)?;
             return Err(StageExit::Finished);
         }
     })())
@@ -375,17 +441,20 @@ pub(crate) fn run_transform<In, Out>(
     batch: usize,
 ) -> StageExit {
     exit_of((|| loop {
-        drain(out)?;
+        drain(out, control)?;
         boundary(control)?;
         let available = match input.await_items(control) {
             Ok(n) => n,
             Err(StageExit::Finished) => {
-                drain(out)?;
+                drain(out, control)?;
                 return Err(StageExit::Finished);
             }
             Err(exit) => return Err(exit),
         };
-        let mut emitted = Counting { inner: out, count: 0 };
+        let mut emitted = Counting {
+            inner: out,
+            count: 0,
+        };
         let taken = input.take(available.min(batch), |item| {
             op.process(item, &mut emitted);
             !emitted.inner.is_congested()
@@ -433,7 +502,13 @@ impl<T, O: Emit<T>> Emit<T> for Counting<'_, O> {
     }
 }
 
-/// A stage as the executor sees it: type-erased, movable between threads.
+/// A stage as the executor sees it: type-erased, movable between threads,
+/// and runnable in a worker process.
+///
+/// Each stage keeps its in-process ring ends for its whole life; while the
+/// pipeline is distributed it also holds shared-memory ends (the source and
+/// sink in this process, the transforms in their worker's copy), and its
+/// loop runs over those whenever they are attached.
 pub(crate) trait ErasedStage: Send {
     /// The stage's name (`source` and `sink` for those).
     fn name(&self) -> &str;
@@ -448,18 +523,47 @@ pub(crate) trait ErasedStage: Send {
     fn ring_input(&mut self) -> Option<&mut dyn Any>;
     /// The in-process output, as `&mut RingOutbox<Out>`.
     fn ring_output(&mut self) -> Option<&mut dyn Any>;
+    /// Attaches shared-memory ends (boxed `RecordConsumer<In>` /
+    /// `RecordProducer<Out>`); the loop uses them from now on. `None`
+    /// leaves that side as it is.
+    fn attach_shm(
+        &mut self,
+        input: Option<Box<dyn Any + Send>>,
+        output: Option<Box<dyn Any + Send>>,
+    );
+    /// Drops the shared-memory ends (closing them); the loop goes back to
+    /// the in-process rings.
+    fn detach_shm(&mut self);
+    /// Sets the counters (after the stage ran in a worker process).
+    fn set_tally(&mut self, items_in: u64, items_out: u64);
+    /// See [`Operator::save_state`].
+    fn save_state(&self, area: &mut [u8]) -> Result<usize, String>;
+    /// See [`Operator::decode_state`].
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String>;
+    /// See [`Operator::set_state`].
+    fn set_state(&mut self, state: Box<dyn Any + Send>);
+}
+
+/// Unboxes shared-memory ends for `attach_shm`.
+fn shm_in<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmInbox<T> {
+    ShmInbox::new(downcast::<RecordConsumer<T>>(end), stage)
+}
+
+fn shm_out<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmOutbox<T> {
+    ShmOutbox::new(downcast::<RecordProducer<T>>(end), stage)
 }
 
 /// The source: pulls from the user's iterator.
 pub(crate) struct SourceStage<T, I> {
     pub iter: I,
     pub output: Option<RingOutbox<T>>,
+    pub shm_output: Option<ShmOutbox<T>>,
     pub tally: Tally,
 }
 
 impl<T, I> ErasedStage for SourceStage<T, I>
 where
-    T: Send + 'static,
+    T: Item,
     I: Iterator<Item = T> + Send + 'static,
 {
     fn name(&self) -> &str {
@@ -467,6 +571,9 @@ where
     }
 
     fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
+        if let Some(out) = self.shm_output.as_mut() {
+            return run_source(&mut self.iter, out, &mut self.tally, control, batch);
+        }
         match self.output.as_mut() {
             Some(out) => run_source(&mut self.iter, out, &mut self.tally, control, batch),
             None => StageExit::Aborted,
@@ -488,6 +595,37 @@ where
     fn ring_output(&mut self) -> Option<&mut dyn Any> {
         self.output.as_mut().map(|o| o as &mut dyn Any)
     }
+
+    fn attach_shm(
+        &mut self,
+        _input: Option<Box<dyn Any + Send>>,
+        output: Option<Box<dyn Any + Send>>,
+    ) {
+        if let Some(output) = output {
+            self.shm_output = Some(shm_out(output, "source"));
+        }
+    }
+
+    fn detach_shm(&mut self) {
+        self.shm_output = None;
+    }
+
+    fn set_tally(&mut self, items_in: u64, items_out: u64) {
+        self.tally = Tally {
+            items_in,
+            items_out,
+        };
+    }
+
+    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
+        Ok(0)
+    }
+
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+        Ok(None)
+    }
+
+    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
 }
 
 /// A transform stage: `map`, `filter`, `flat_map` or `stateful`.
@@ -496,13 +634,15 @@ pub(crate) struct TransformStage<In, Out, Op> {
     pub op: Op,
     pub input: Option<Consumer<In>>,
     pub output: Option<RingOutbox<Out>>,
+    pub shm_input: Option<ShmInbox<In>>,
+    pub shm_output: Option<ShmOutbox<Out>>,
     pub tally: Tally,
 }
 
 impl<In, Out, Op> ErasedStage for TransformStage<In, Out, Op>
 where
-    In: Send + 'static,
-    Out: Send + 'static,
+    In: Item,
+    Out: Item,
     Op: Operator<In, Out>,
 {
     fn name(&self) -> &str {
@@ -510,9 +650,13 @@ where
     }
 
     fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
+        let tally = &mut self.tally;
+        if let (Some(input), Some(out)) = (self.shm_input.as_mut(), self.shm_output.as_mut()) {
+            return run_transform(&mut self.op, input, out, tally, control, batch);
+        }
         match (self.input.as_mut(), self.output.as_mut()) {
             (Some(input), Some(out)) => {
-                run_transform(&mut self.op, input, out, &mut self.tally, control, batch)
+                run_transform(&mut self.op, input, out, tally, control, batch)
             }
             _ => StageExit::Aborted,
         }
@@ -533,18 +677,56 @@ where
     fn ring_output(&mut self) -> Option<&mut dyn Any> {
         self.output.as_mut().map(|o| o as &mut dyn Any)
     }
+
+    fn attach_shm(
+        &mut self,
+        input: Option<Box<dyn Any + Send>>,
+        output: Option<Box<dyn Any + Send>>,
+    ) {
+        if let Some(input) = input {
+            self.shm_input = Some(shm_in(input, &self.name));
+        }
+        if let Some(output) = output {
+            self.shm_output = Some(shm_out(output, &self.name));
+        }
+    }
+
+    fn detach_shm(&mut self) {
+        self.shm_input = None;
+        self.shm_output = None;
+    }
+
+    fn set_tally(&mut self, items_in: u64, items_out: u64) {
+        self.tally = Tally {
+            items_in,
+            items_out,
+        };
+    }
+
+    fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
+        self.op.save_state(area)
+    }
+
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+        self.op.decode_state(bytes)
+    }
+
+    fn set_state(&mut self, state: Box<dyn Any + Send>) {
+        self.op.set_state(state);
+    }
 }
 
 /// The sink: hands every item to the user's closure.
 pub(crate) struct SinkStage<T, F> {
     pub f: F,
     pub input: Option<Consumer<T>>,
+    pub shm_input: Option<ShmInbox<T>>,
     pub tally: Tally,
 }
 
 impl<T, F> ErasedStage for SinkStage<T, F>
 where
-    T: Send + 'static,
+    T: Item,
     F: FnMut(T) + Send + 'static,
 {
     fn name(&self) -> &str {
@@ -552,6 +734,9 @@ where
     }
 
     fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
+        if let Some(input) = self.shm_input.as_mut() {
+            return run_sink(&mut self.f, input, &mut self.tally, control, batch);
+        }
         match self.input.as_mut() {
             Some(input) => run_sink(&mut self.f, input, &mut self.tally, control, batch),
             None => StageExit::Aborted,
@@ -573,6 +758,37 @@ where
     fn ring_output(&mut self) -> Option<&mut dyn Any> {
         None
     }
+
+    fn attach_shm(
+        &mut self,
+        input: Option<Box<dyn Any + Send>>,
+        _output: Option<Box<dyn Any + Send>>,
+    ) {
+        if let Some(input) = input {
+            self.shm_input = Some(shm_in(input, "sink"));
+        }
+    }
+
+    fn detach_shm(&mut self) {
+        self.shm_input = None;
+    }
+
+    fn set_tally(&mut self, items_in: u64, items_out: u64) {
+        self.tally = Tally {
+            items_in,
+            items_out,
+        };
+    }
+
+    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
+        Ok(0)
+    }
+
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+        Ok(None)
+    }
+
+    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
 }
 
 /// Unboxes a ring end built for this stage's item type. The executor builds

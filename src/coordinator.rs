@@ -1,0 +1,483 @@
+//! The coordinator: owns the stage threads while they run and the stages
+//! while they are paused, collects exits, samples the monitor and drives the
+//! switch barrier.
+//!
+//! # The barrier
+//!
+//! A switch pauses the stages one after the other, **source first, sink
+//! last**, waiting for each to accept before asking the next (see
+//! `control.rs` for the per-stage handshake). A stage accepts only with no
+//! output waiting for room, and its downstream neighbour is still running
+//! while it is asked, so it can always flush. Once every stage has accepted,
+//! the coordinator holds every stage (operator, state, both ring ends) — by
+//! ownership, nothing else can touch a ring — and can copy the rings, fork,
+//! and either commit or put everything back as it was.
+//!
+//! If a stage does not accept before `switch_timeout_ms`, its request is
+//! withdrawn (a CAS that the stage's own CAS races; exactly one wins), every
+//! stage already paused is resumed where it stood, and the switch is recorded
+//! as timed out. Nothing is ever forced.
+
+use crate::config::{ExecutionMode, Mode};
+use crate::control::ControlTable;
+use crate::error::{panic_message, Error};
+use crate::executor::{end, Command, Exit, Message};
+use crate::monitor::RateWindow;
+use crate::pipeline::{EdgeSpec, Options};
+use crate::report::{
+    LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
+};
+use crate::ring::RingWaker;
+use crate::stage::{ErasedStage, StageExit};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Live state shared by the coordinator, the stage threads and the handle.
+pub(crate) struct Shared {
+    /// Stage names, source first, sink last.
+    pub names: Vec<String>,
+    /// One control block per stage, in the same order.
+    pub controls: ControlTable,
+    /// When `spawn` was called.
+    pub started: Instant,
+}
+
+/// Where each stage is.
+pub(crate) enum Slot {
+    /// Running on a thread of this process.
+    Thread(JoinHandle<()>),
+    /// Held by the coordinator: paused, or idle while a worker runs it.
+    Parked(Box<dyn ErasedStage>),
+    /// Ended (end of stream, abort or failure); nothing left to run.
+    Done,
+}
+
+pub(crate) struct Coordinator {
+    pub shared: Arc<Shared>,
+    pub options: Options,
+    /// Builds each edge's rings for its item type.
+    pub edges: Vec<Box<dyn EdgeSpec>>,
+    /// One per edge: wakes both ends of its in-process ring.
+    pub wakers: Vec<RingWaker>,
+    pub slots: Vec<Slot>,
+    /// The mode the stages are in now.
+    pub mode: Mode,
+    /// The first failure; later ones are consequences.
+    pub failure: Option<Error>,
+    /// Stop everything: paused stages are dropped, not resumed.
+    pub aborting: bool,
+    pub sender: Sender<Message>,
+    pub events: Receiver<Message>,
+    /// Commands that arrived while a switch was running.
+    pub deferred: Vec<Command>,
+    pub switches: Vec<SwitchEvent>,
+    pub monitor: RateWindow,
+    /// No automatic switch before this instant.
+    pub cooldown_until: Instant,
+    pub distributed: Option<crate::distributed::Distributed>,
+}
+
+impl Coordinator {
+    /// Number of stages.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Index of the sink.
+    pub(crate) fn sink(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    fn threads_running(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Thread(_)))
+            .count()
+    }
+
+    /// Starts (or resumes) `stage` on a new thread.
+    pub(crate) fn start(
+        &mut self,
+        index: usize,
+        mut stage: Box<dyn ErasedStage>,
+    ) -> Result<(), Error> {
+        let shared = Arc::clone(&self.shared);
+        let sender = self.sender.clone();
+        let batch = self.options.batch_size;
+        let stage_name = stage.name().to_owned();
+        shared.controls.get(index).reset();
+        let handle = thread::Builder::new()
+            .name(format!("rw-{stage_name}"))
+            .spawn(move || {
+                let control = shared.controls.get(index);
+                let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(control, batch))) {
+                    Ok(StageExit::Paused) => Exit::Paused(stage),
+                    Ok(StageExit::Finished) => end(stage, Exit::Finished),
+                    Ok(StageExit::Aborted) => end(stage, Exit::Aborted),
+                    Ok(StageExit::Failed(error)) => end(stage, Exit::Failed(error)),
+                    Err(payload) => end(stage, Exit::Panicked(panic_message(&*payload))),
+                };
+                // The coordinator outlives every stage thread (it joins
+                // them), so the receiver is there; if not, nobody listens.
+                let _ = sender.send(Message::Exited { index, exit });
+            });
+        match handle {
+            Ok(handle) => {
+                self.slots[index] = Slot::Thread(handle);
+                Ok(())
+            }
+            Err(source) => Err(Error::Spawn {
+                stage: stage_name,
+                source,
+            }),
+        }
+    }
+
+    /// Runs until every stage has ended, then reports.
+    pub(crate) fn run(mut self) -> Result<RunReport, Error> {
+        if let ExecutionMode::Distributed = self.options.mode {
+            self.start_distributed();
+        }
+        let mut next_sample = Instant::now();
+        while self.is_live() {
+            let tick = self.tick_interval();
+            match self.events.recv_timeout(tick) {
+                Ok(message) => self.on_message(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.check_workers();
+            if Instant::now() >= next_sample {
+                next_sample = Instant::now() + self.sample_interval();
+                self.sample_and_maybe_switch();
+            }
+            for command in std::mem::take(&mut self.deferred) {
+                self.on_command(command);
+            }
+        }
+        self.wait_all();
+        self.finish_workers();
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
+        Ok(self.report())
+    }
+
+    /// Whether anything still runs: a stage thread, or a worker process.
+    fn is_live(&self) -> bool {
+        self.threads_running() > 0 || self.workers_running()
+    }
+
+    fn tick_interval(&self) -> Duration {
+        let mut tick = Duration::from_secs(1);
+        if let ExecutionMode::Hybrid(config) = &self.options.mode {
+            tick = tick.min(Duration::from_millis(config.monitoring_interval_ms));
+        }
+        if self.mode == Mode::Distributed {
+            // Learn of a crashed worker within a few milliseconds.
+            tick = tick.min(Duration::from_millis(5));
+        }
+        tick
+    }
+
+    fn sample_interval(&self) -> Duration {
+        match &self.options.mode {
+            ExecutionMode::Hybrid(config) => Duration::from_millis(config.monitoring_interval_ms),
+            _ => Duration::from_millis(100),
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Exited { index, exit } => self.on_exit(index, exit),
+            Message::Command(command) => self.on_command(command),
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Switch { to, reply } => {
+                let result = if self.aborting || self.failure.is_some() {
+                    Err(Error::NotRunning)
+                } else {
+                    Ok(self.switch(to, SwitchReason::Manual))
+                };
+                let _ = reply.send(result);
+            }
+            Command::Abort => self.abort(),
+        }
+    }
+
+    pub(crate) fn on_exit(&mut self, index: usize, exit: Exit) {
+        if let Slot::Thread(handle) = std::mem::replace(&mut self.slots[index], Slot::Done) {
+            // The thread has sent its last message; this returns at once.
+            let _ = handle.join();
+        }
+        match exit {
+            Exit::Finished | Exit::Aborted => {}
+            Exit::Paused(stage) => {
+                if self.aborting {
+                    // Dropping the stage closes its rings, so its
+                    // neighbours stop too.
+                    let _ = end(stage, Exit::Aborted);
+                } else {
+                    self.slots[index] = Slot::Parked(stage);
+                }
+            }
+            Exit::Failed(error) => self.fail(error),
+            Exit::Panicked(message) => self.fail(Error::StagePanicked {
+                stage: self.shared.names[index].clone(),
+                message,
+            }),
+        }
+    }
+
+    /// Records the first failure and stops everything.
+    pub(crate) fn fail(&mut self, error: Error) {
+        if self.failure.is_none() {
+            tracing::error!(%error, "pipeline failed");
+            self.failure = Some(error);
+        }
+        self.abort();
+    }
+
+    /// Asks every running stage to stop; paused and parked stages are
+    /// dropped, worker processes killed.
+    pub(crate) fn abort(&mut self) {
+        if self.aborting {
+            return;
+        }
+        self.aborting = true;
+        self.abort_workers();
+        for slot in &mut self.slots {
+            if let Slot::Parked(_) = slot {
+                if let Slot::Parked(stage) = std::mem::replace(slot, Slot::Done) {
+                    let _ = end(stage, Exit::Aborted);
+                }
+            }
+        }
+        for index in 0..self.slots.len() {
+            self.shared.controls.get(index).request_abort();
+        }
+        self.wake_all();
+    }
+
+    /// Wakes every sleeping ring end, so that stages re-check their control
+    /// words.
+    pub(crate) fn wake_all(&self) {
+        for waker in &self.wakers {
+            waker.wake();
+        }
+        self.wake_shared_rings();
+    }
+
+    /// Waits until every stage thread has exited.
+    pub(crate) fn wait_all(&mut self) {
+        while self.threads_running() > 0 {
+            match self.events.recv_timeout(Duration::from_millis(100)) {
+                Ok(Message::Exited { index, exit }) => self.on_exit(index, exit),
+                Ok(Message::Command(Command::Switch { reply, .. })) => {
+                    let _ = reply.send(Err(Error::NotRunning));
+                }
+                Ok(Message::Command(Command::Abort)) => self.abort(),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.check_workers();
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// Pauses the stage thread `index` (see the module docs). `true` once it
+    /// is parked (or had ended); `false` if it did not accept before
+    /// `deadline` — then it runs on as if never asked.
+    pub(crate) fn pause_thread(&mut self, index: usize, deadline: Instant) -> bool {
+        if !matches!(self.slots[index], Slot::Thread(_)) {
+            return true;
+        }
+        self.shared.controls.get(index).request_pause();
+        self.wake_all();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Message::Exited { index: i, exit }) => {
+                    self.on_exit(i, exit);
+                    if i == index {
+                        return true;
+                    }
+                }
+                Ok(Message::Command(command)) => self.deferred.push(command),
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.shared.controls.get(index).cancel_pause() {
+                        return false;
+                    }
+                    // It accepted just now: its hand-over is on the way.
+                    return self.await_exit(index);
+                }
+            }
+        }
+    }
+
+    /// Waits (without a deadline) for the exit message of `index`.
+    fn await_exit(&mut self, index: usize) -> bool {
+        loop {
+            match self.events.recv() {
+                Ok(Message::Exited { index: i, exit }) => {
+                    self.on_exit(i, exit);
+                    if i == index {
+                        return true;
+                    }
+                }
+                Ok(Message::Command(command)) => self.deferred.push(command),
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Restarts on threads every parked stage that `mode` runs in this
+    /// process. A stage that cannot get a thread fails the run.
+    pub(crate) fn resume_threads(&mut self) {
+        for index in 0..self.len() {
+            let runs_here = self.mode == Mode::InProcess || index == 0 || index == self.sink();
+            if !runs_here || !matches!(self.slots[index], Slot::Parked(_)) {
+                continue;
+            }
+            let Slot::Parked(stage) = std::mem::replace(&mut self.slots[index], Slot::Done) else {
+                continue;
+            };
+            if let Err(error) = self.start(index, stage) {
+                self.fail(error);
+            }
+        }
+    }
+
+    /// One monitor sample; switches when the policy says so.
+    fn sample_and_maybe_switch(&mut self) {
+        let now = Instant::now();
+        let (_, produced) = self.shared.controls.get(0).counts();
+        self.monitor.record(now, produced);
+        let ExecutionMode::Hybrid(config) = &self.options.mode else {
+            return;
+        };
+        if self.aborting || self.failure.is_some() || now < self.cooldown_until {
+            return;
+        }
+        let Some(rate) = self.monitor.rate() else {
+            return;
+        };
+        let (upper, lower) = (config.upper_threshold(), config.lower_threshold());
+        let reason = match self.mode {
+            Mode::InProcess if rate > upper => SwitchReason::ThroughputAbove {
+                rate,
+                threshold: upper,
+            },
+            Mode::Distributed if rate < lower => SwitchReason::ThroughputBelow {
+                rate,
+                threshold: lower,
+            },
+            _ => return,
+        };
+        // The source ending is a fall in throughput that no switch can help.
+        if !matches!(self.slots[0], Slot::Thread(_)) {
+            return;
+        }
+        let to = match self.mode {
+            Mode::InProcess => Mode::Distributed,
+            Mode::Distributed => Mode::InProcess,
+        };
+        self.switch(to, reason);
+    }
+
+    /// Runs one switch transaction and records it.
+    pub(crate) fn switch(&mut self, to: Mode, reason: SwitchReason) -> SwitchEvent {
+        let at = SystemTime::now();
+        let from = self.mode;
+        let (outcome, migrated_items, migrated_bytes, pause) = if from == to {
+            (SwitchOutcome::Completed, 0, 0, Duration::ZERO)
+        } else {
+            self.switch_transaction(to)
+        };
+        let event = SwitchEvent {
+            from,
+            to,
+            reason,
+            outcome,
+            pause,
+            migrated_items,
+            migrated_bytes,
+            at,
+        };
+        match &event.outcome {
+            SwitchOutcome::Completed => tracing::info!(
+                from = %event.from, to = %event.to, reason = ?event.reason,
+                pause_us = event.pause.as_micros() as u64,
+                migrated_items, migrated_bytes, "switch completed"
+            ),
+            SwitchOutcome::RolledBack(cause) => tracing::warn!(
+                from = %event.from, to = %event.to, reason = ?event.reason, %cause,
+                "switch rolled back"
+            ),
+            SwitchOutcome::TimedOut {
+                pending,
+                timeout_ms,
+            } => tracing::warn!(
+                from = %event.from, to = %event.to, reason = ?event.reason,
+                ?pending, timeout_ms, "switch timed out at the barrier"
+            ),
+        }
+        let cooldown = match &self.options.mode {
+            ExecutionMode::Hybrid(config) => Duration::from_millis(config.cooldown_ms),
+            _ => Duration::ZERO,
+        };
+        self.cooldown_until = Instant::now() + cooldown;
+        self.monitor.clear();
+        self.switches.push(event.clone());
+        event
+    }
+
+    /// The switch timeout of the run's config (5 s outside hybrid mode).
+    pub(crate) fn switch_timeout(&self) -> Duration {
+        match &self.options.mode {
+            ExecutionMode::Hybrid(config) => Duration::from_millis(config.switch_timeout_ms),
+            _ => Duration::from_millis(crate::config::HybridConfig::default().switch_timeout_ms),
+        }
+    }
+
+    pub(crate) fn report(&self) -> RunReport {
+        let stages: Vec<StageReport> = self
+            .shared
+            .names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let (items_in, items_out) = self.shared.controls.get(index).counts();
+                StageReport {
+                    name: name.clone(),
+                    items_in,
+                    items_out,
+                }
+            })
+            .collect();
+        RunReport {
+            items_produced: stages.first().map_or(0, |s| s.items_out),
+            items_delivered: stages.last().map_or(0, |s| s.items_in),
+            final_mode: self.mode,
+            elapsed: self.shared.started.elapsed(),
+            stages,
+            switches: self.switches.clone(),
+            latency: LatencySummary::default(),
+        }
+    }
+
+    /// A timed-out switch's outcome: the stage that did not come.
+    pub(crate) fn timed_out(&self, index: usize) -> SwitchOutcome {
+        SwitchOutcome::TimedOut {
+            pending: vec![self.shared.names[index].clone()],
+            timeout_ms: self.switch_timeout().as_millis() as u64,
+        }
+    }
+}

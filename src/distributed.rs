@@ -1,0 +1,737 @@
+//! Distributed execution and the two switch transactions.
+//!
+//! In distributed mode every transform stage runs in a forked worker process;
+//! every edge is a record ring in one shared segment; the source and the sink
+//! stay on threads of this process. A worker is a copy of this process made
+//! at the barrier, when the coordinator holds every stage: it inherits its
+//! stage (operator and state) and runs the same stage loop over the record
+//! rings.
+//!
+//! **In → distributed**: pause every stage (source first); create the
+//! segment; archive each in-process ring's items, in order, into its record
+//! ring *without consuming them*; fork the workers and wait until each says
+//! it is attached. Any failure so far kills what was forked, drops the
+//! segment and resumes the threads: nothing changed. Commit: drop the items
+//! of the in-process rings, attach the record rings to the source and sink,
+//! resume those two threads.
+//!
+//! **Distributed → in**: pause the source thread, then each worker (through
+//! its control word: it saves its state into its state area and waits), then
+//! the sink; read every record ring's unread records and every saved state,
+//! validated, *without consuming them*. Any failure: tell the workers to
+//! resume, restart the two threads. Commit: tell the workers to leave, reap
+//! them, append the residual items to the in-process rings (behind what they
+//! hold), install the states, restart every thread.
+
+use crate::config::Mode;
+use crate::control::{
+    ControlTable, StageSlot, ABORT, EXIT, PAUSED, READY, RESUME, RUNNING, STARTING,
+};
+use crate::coordinator::{Coordinator, Slot};
+use crate::error::{panic_message, Error};
+use crate::report::SwitchOutcome;
+use crate::stage::{ErasedStage, StageExit};
+use ringweave_ipc::futex;
+use ringweave_ipc::record_ring::RecordRing;
+use ringweave_ipc::segment::{Segment, SegmentLayout};
+use ringweave_ipc::sync::atomic::Ordering;
+use ringweave_ipc::worker::{Worker, WorkerExit};
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit code of a worker whose stage failed (the message is in its error
+/// area).
+const EXIT_FAILED: i32 = 2;
+/// Exit code of a worker that stopped because the run was torn down.
+const EXIT_ABORTED: i32 = 3;
+
+/// The distributed half of a run: the data segment, its rings and the
+/// workers.
+pub(crate) struct Distributed {
+    /// One record ring per edge, in `data`. Declared before `workers` so
+    /// nothing here is unmapped while a worker is alive in this struct.
+    rings: Vec<RecordRing>,
+    /// Indexed by stage; `Some` for transforms.
+    workers: Vec<Option<Worker>>,
+    _data: Arc<Segment>,
+}
+
+// SAFETY: `RecordRing` holds raw pointers into the data segment, which the
+// `Arc<Segment>` here keeps mapped wherever this struct goes; all its methods
+// go through atomics or `unsafe` contracts the coordinator upholds. `Worker`
+// is a pid. Nothing here is tied to the thread that made it.
+unsafe impl Send for Distributed {}
+
+impl Drop for Distributed {
+    fn drop(&mut self) {
+        // Worker's own Drop kills and reaps; do it before the rings go.
+        for worker in self.workers.iter_mut() {
+            drop(worker.take());
+        }
+    }
+}
+
+/// What a switch transaction returns to `Coordinator::switch`.
+pub(crate) type Transaction = (SwitchOutcome, u64, u64, Duration);
+
+impl Coordinator {
+    /// Runs the switch to `to` (which differs from the current mode).
+    pub(crate) fn switch_transaction(&mut self, to: Mode) -> Transaction {
+        match to {
+            Mode::Distributed => self.to_distributed(),
+            Mode::InProcess => self.to_in_process(),
+        }
+    }
+
+    /// Starts a run in distributed mode: every stage is parked, nothing has
+    /// run yet.
+    pub(crate) fn start_distributed(&mut self) {
+        match self.enter_distributed() {
+            Ok(_) => self.resume_threads(),
+            Err(reason) => self.fail(Error::Distributed { reason }),
+        }
+    }
+
+    /// The name of a stage that has ended, if any: a pipeline that is
+    /// draining does not switch.
+    fn draining(&mut self) -> Option<String> {
+        if let Some(i) = self.slots.iter().position(|s| matches!(s, Slot::Done)) {
+            return Some(self.shared.names[i].clone());
+        }
+        let dist = self.distributed.as_mut()?;
+        for (i, worker) in dist.workers.iter_mut().enumerate() {
+            if let Some(worker) = worker {
+                if !matches!(worker.try_status(), Ok(None)) {
+                    return Some(self.shared.names[i].clone());
+                }
+            }
+        }
+        None
+    }
+
+    fn to_distributed(&mut self) -> Transaction {
+        let t0 = Instant::now();
+        if let Some(stage) = self.draining() {
+            return rolled_back(format!(
+                "stage `{stage}` has finished: the pipeline is draining"
+            ));
+        }
+        let deadline = t0 + self.switch_timeout();
+        for index in 0..self.len() {
+            if !self.pause_thread(index, deadline) {
+                self.resume_threads();
+                return (self.timed_out(index), 0, 0, t0.elapsed());
+            }
+        }
+        if let Some(stage) = self.draining() {
+            self.resume_threads();
+            return rolled_back_after(t0, format!("stage `{stage}` finished during the switch"));
+        }
+        if self.failure.is_some() {
+            return rolled_back_after(t0, "the run failed during the switch".into());
+        }
+        match self.enter_distributed() {
+            Ok((items, bytes)) => {
+                self.resume_threads();
+                (SwitchOutcome::Completed, items, bytes, t0.elapsed())
+            }
+            Err(cause) => {
+                self.resume_threads();
+                (SwitchOutcome::RolledBack(cause), 0, 0, t0.elapsed())
+            }
+        }
+    }
+
+    /// With every stage parked: builds the distributed half and commits to
+    /// it (except for restarting the threads). On error nothing has changed.
+    fn enter_distributed(&mut self) -> Result<(u64, u64), String> {
+        if !self.shared.controls.is_shared() {
+            return Err(
+                "the control table is not in shared memory (see the warning at start)".into(),
+            );
+        }
+        let n = self.len();
+        let ring_bytes = self.options.shm_ring_bytes;
+        let layout = RecordRing::layout(ring_bytes).map_err(|e| e.to_string())?;
+        let mut segment_layout = SegmentLayout::new();
+        let offsets = (0..n - 1)
+            .map(|_| segment_layout.reserve(layout))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let data = Segment::create("ringweave-data", segment_layout.size())
+            .map(Arc::new)
+            .map_err(|e| format!("data segment of {} bytes: {e}", segment_layout.size()))?;
+        let rings = offsets
+            .iter()
+            .map(|&offset| RecordRing::new(&data, offset, ring_bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+
+        // Archive the residual items, edge by edge, without consuming them.
+        let (mut items, mut bytes) = (0, 0);
+        let mut producers = Vec::with_capacity(n - 1);
+        let mut consumers = Vec::with_capacity(n - 1);
+        for (e, ring) in rings.iter().enumerate() {
+            // SAFETY: the ends are fresh and go to exactly one user each
+            // (below); `rings` keeps the segment mapped for the parent's.
+            let (mut producer, consumer) = unsafe { self.edges[e].record_ends(ring) };
+            let input = parked(&mut self.slots[e + 1])
+                .ring_input()
+                .ok_or_else(|| "stage without input".to_string())?;
+            let (i, b) = self.edges[e]
+                .copy_out(input, &mut *producer)
+                .map_err(|cause| {
+                    format!(
+                        "edge `{}` → `{}`: {cause}",
+                        self.shared.names[e],
+                        self.shared.names[e + 1]
+                    )
+                })?;
+            items += i;
+            bytes += b;
+            producers.push(Some(producer));
+            consumers.push(Some(consumer));
+        }
+
+        // Fork one worker per transform; each takes its two ends.
+        let mut workers: Vec<Option<Worker>> = (0..n).map(|_| None).collect();
+        let table: *const ControlTable = &self.shared.controls;
+        for index in 1..n - 1 {
+            let input = consumers[index - 1].take();
+            let output = producers[index].take();
+            let stage: *mut dyn ErasedStage = &mut **parked(&mut self.slots[index]);
+            let batch = self.options.batch_size;
+            // Written by the worker when it is attached.
+            self.shared
+                .controls
+                .slot(index)
+                .status
+                .store(STARTING, Ordering::Relaxed);
+            self.shared.controls.get(index).reset();
+            // SAFETY: the closure runs only in the child, which uses its own
+            // copy of the stage (the coordinator holds it parked, so no
+            // thread of ours is inside it at the fork), its two ring ends,
+            // the control table in shared memory, and the allocator. It takes
+            // no lock and does not log (see `worker_main`).
+            let spawned = unsafe {
+                Worker::spawn(&self.shared.names[index], move || {
+                    worker_main(stage, input, output, table, index, batch)
+                })
+            };
+            match spawned {
+                Ok(worker) => workers[index] = Some(worker),
+                // `workers` drops here: every worker forked so far is killed
+                // and reaped.
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+
+        // Verify that every worker came up.
+        let deadline = Instant::now() + self.switch_timeout();
+        for (index, worker) in workers.iter_mut().enumerate() {
+            let Some(worker) = worker else { continue };
+            await_ready(self.shared.controls.slot(index), worker, deadline).map_err(|cause| {
+                format!("worker of stage `{}` {cause}", self.shared.names[index])
+            })?;
+        }
+
+        // Commit: the items now live in the record rings.
+        for e in 0..n - 1 {
+            if let Some(input) = parked(&mut self.slots[e + 1]).ring_input() {
+                self.edges[e].clear(input);
+            }
+        }
+        let sink = self.sink();
+        parked(&mut self.slots[0]).attach_shm(None, producers[0].take());
+        parked(&mut self.slots[sink]).attach_shm(consumers[n - 2].take(), None);
+        self.distributed = Some(Distributed {
+            rings,
+            workers,
+            _data: data,
+        });
+        self.mode = Mode::Distributed;
+        Ok((items, bytes))
+    }
+
+    fn to_in_process(&mut self) -> Transaction {
+        let t0 = Instant::now();
+        if let Some(stage) = self.draining() {
+            return rolled_back(format!(
+                "stage `{stage}` has finished: the pipeline is draining"
+            ));
+        }
+        let deadline = t0 + self.switch_timeout();
+        let sink = self.sink();
+        for index in 0..self.len() {
+            let reached = if index == 0 || index == sink {
+                self.pause_thread(index, deadline)
+            } else {
+                self.pause_worker(index, deadline)
+            };
+            if !reached {
+                self.resume_distributed();
+                return (self.timed_out(index), 0, 0, t0.elapsed());
+            }
+        }
+        if let Some(stage) = self.draining() {
+            self.resume_distributed();
+            return rolled_back_after(t0, format!("stage `{stage}` finished during the switch"));
+        }
+        if self.failure.is_some() {
+            return rolled_back_after(t0, "the run failed during the switch".into());
+        }
+        match self.read_back() {
+            Ok((residual, states, items, bytes)) => {
+                self.leave_distributed(residual, states);
+                (SwitchOutcome::Completed, items, bytes, t0.elapsed())
+            }
+            Err(cause) => {
+                self.resume_distributed();
+                (SwitchOutcome::RolledBack(cause), 0, 0, t0.elapsed())
+            }
+        }
+    }
+
+    /// Pauses worker `index`: `true` once it has saved its state and waits
+    /// for a decision; `false` if it did not accept before `deadline` (then it
+    /// runs on) or died (then the run fails).
+    fn pause_worker(&mut self, index: usize, deadline: Instant) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let control = shared.controls.get(index);
+        control.request_pause();
+        self.wake_all();
+        let mut withdrawn = false;
+        loop {
+            // SYNC POINT: worker-paused. Pairs with the Release store of
+            // PAUSED in `worker_main`: the saved state is visible.
+            let cmd = control.cmd().load(Ordering::Acquire);
+            if cmd == PAUSED {
+                return true;
+            }
+            if self.check_workers() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline && !withdrawn {
+                if control.cancel_pause() {
+                    return false;
+                }
+                // It accepted already: wait for it to finish pausing.
+                withdrawn = true;
+            }
+            let slice = Instant::now() + Duration::from_millis(5);
+            let until = if withdrawn {
+                slice
+            } else {
+                slice.min(deadline)
+            };
+            let _ = futex::wait_until(control.cmd(), cmd, Some(until));
+        }
+    }
+
+    /// Undoes the pause of a switch back: workers that paused carry on, the
+    /// source and sink threads restart on their record rings.
+    fn resume_distributed(&mut self) {
+        for index in 1..self.sink() {
+            let control = self.shared.controls.get(index);
+            // A worker that has not accepted yet never will.
+            if !control.cancel_pause() && control.cmd().load(Ordering::Acquire) == PAUSED {
+                control.cmd().store(RESUME, Ordering::Release);
+                let _ = futex::wake(control.cmd(), u32::MAX);
+            }
+        }
+        self.resume_threads();
+    }
+
+    /// Reads every record ring and every worker's saved state, validated,
+    /// consuming nothing. `Err` names what failed.
+    #[allow(clippy::type_complexity)]
+    fn read_back(
+        &mut self,
+    ) -> Result<
+        (
+            Vec<Box<dyn Any + Send>>,
+            Vec<Option<Box<dyn Any + Send>>>,
+            u64,
+            u64,
+        ),
+        String,
+    > {
+        let dist = self
+            .distributed
+            .as_ref()
+            .ok_or_else(|| "not distributed".to_string())?;
+        let (mut items, mut bytes) = (0, 0);
+        let mut residual = Vec::with_capacity(dist.rings.len());
+        for (e, ring) in dist.rings.iter().enumerate() {
+            // SAFETY: both ends of every ring are paused: the source and
+            // sink threads handed their stages over (through the event
+            // channel), the workers acknowledged with PAUSED (read with
+            // Acquire). Every producer flushed before pausing.
+            let (vec, n, b) = unsafe { self.edges[e].copy_in(ring) }.map_err(|cause| {
+                format!(
+                    "edge `{}` → `{}`: {cause}",
+                    self.shared.names[e],
+                    self.shared.names[e + 1]
+                )
+            })?;
+            residual.push(vec);
+            items += n;
+            bytes += b;
+        }
+        let mut states = Vec::with_capacity(self.len());
+        for index in 0..self.len() {
+            let slot = self.shared.controls.slot(index);
+            // Relaxed: ordered by the Acquire load of PAUSED in `pause_worker`.
+            let len = slot.state_len.load(Ordering::Relaxed);
+            if index == 0 || index == self.sink() || len == 0 {
+                states.push(None);
+                continue;
+            }
+            let name = &self.shared.names[index];
+            if len == u64::MAX {
+                return Err(format!(
+                    "stage `{name}`: {}",
+                    read_error(&self.shared.controls, index)
+                ));
+            }
+            let (area, capacity) = self
+                .shared
+                .controls
+                .state_area(index)
+                .ok_or_else(|| "no state area".to_string())?;
+            let len = (len as usize).min(capacity);
+            // SAFETY: the worker wrote `len` bytes there before storing
+            // PAUSED, which we read with Acquire; it writes nothing more
+            // until told to resume.
+            let bytes = unsafe { std::slice::from_raw_parts(area, len) };
+            let Slot::Parked(stage) = &self.slots[index] else {
+                return Err(format!("stage `{name}` is not parked"));
+            };
+            states.push(
+                stage
+                    .decode_state(bytes)
+                    .map_err(|cause| format!("stage `{name}`: {cause}"))?,
+            );
+        }
+        Ok((residual, states, items, bytes))
+    }
+
+    /// The commit of a switch back.
+    fn leave_distributed(
+        &mut self,
+        residual: Vec<Box<dyn Any + Send>>,
+        states: Vec<Option<Box<dyn Any + Send>>>,
+    ) {
+        let Some(mut dist) = self.distributed.take() else {
+            return;
+        };
+        for (index, worker) in dist.workers.iter_mut().enumerate() {
+            let Some(worker) = worker.take() else {
+                continue;
+            };
+            let control = self.shared.controls.get(index);
+            control.cmd().store(EXIT, Ordering::Release);
+            let _ = futex::wake(control.cmd(), u32::MAX);
+            match worker.wait() {
+                Ok(WorkerExit::Exited(0)) => {}
+                other => tracing::warn!(stage = %self.shared.names[index], ?other,
+                    "worker did not leave cleanly at a switch back"),
+            }
+        }
+        let sink = self.sink();
+        parked(&mut self.slots[0]).detach_shm();
+        parked(&mut self.slots[sink]).detach_shm();
+        for (e, items) in residual.into_iter().enumerate() {
+            if let Some(outbox) = parked(&mut self.slots[e]).ring_output() {
+                self.edges[e].append(outbox, items);
+            }
+        }
+        for (index, state) in states.into_iter().enumerate() {
+            let (items_in, items_out) = self.shared.controls.get(index).counts();
+            let stage = parked(&mut self.slots[index]);
+            stage.set_tally(items_in, items_out);
+            if let Some(state) = state {
+                stage.set_state(state);
+            }
+        }
+        drop(dist);
+        self.mode = Mode::InProcess;
+        self.resume_threads();
+    }
+
+    /// Notices workers that ended. A worker that exited 0 finished its
+    /// stage; any other end fails the run. Returns whether one failed.
+    pub(crate) fn check_workers(&mut self) -> bool {
+        let Some(dist) = self.distributed.as_mut() else {
+            return false;
+        };
+        let mut crashed = None;
+        for (index, worker) in dist.workers.iter_mut().enumerate() {
+            let Some(worker) = worker else { continue };
+            if worker.exit().is_some() {
+                continue;
+            }
+            match worker.try_status() {
+                Ok(Some(WorkerExit::Exited(0))) | Ok(None) => {}
+                Ok(Some(exit)) => {
+                    crashed = Some((index, worker.pid().as_raw(), describe(exit)));
+                    break;
+                }
+                Err(e) => {
+                    crashed = Some((index, worker.pid().as_raw(), e.to_string()));
+                    break;
+                }
+            }
+        }
+        let Some((index, pid, exit)) = crashed else {
+            return false;
+        };
+        let message = read_error(&self.shared.controls, index);
+        let stage = self.shared.names[index].clone();
+        let error = if message.starts_with("panicked: ") {
+            Error::StagePanicked {
+                stage,
+                message: message["panicked: ".len()..].to_owned(),
+            }
+        } else {
+            let exit = if message.is_empty() {
+                exit
+            } else {
+                format!("{exit}: {message}")
+            };
+            Error::WorkerCrashed { stage, pid, exit }
+        };
+        self.fail(error);
+        true
+    }
+
+    /// Whether a worker process still runs.
+    pub(crate) fn workers_running(&self) -> bool {
+        self.distributed
+            .as_ref()
+            .is_some_and(|d| d.workers.iter().flatten().any(|w| w.exit().is_none()))
+    }
+
+    /// At the end of a run: reaps every worker (they have finished, or are
+    /// killed).
+    pub(crate) fn finish_workers(&mut self) {
+        self.check_workers();
+        if let Some(mut dist) = self.distributed.take() {
+            for worker in dist.workers.iter_mut() {
+                if let Some(worker) = worker.take() {
+                    let _ = worker.wait();
+                }
+            }
+            self.distributed = Some(dist);
+        }
+    }
+
+    /// Kills every worker (the run is torn down); threads blocked on their
+    /// rings notice the abort at their next poll.
+    pub(crate) fn abort_workers(&mut self) {
+        if let Some(dist) = self.distributed.as_mut() {
+            for worker in dist.workers.iter().flatten() {
+                if worker.exit().is_none() {
+                    let _ = worker.kill();
+                }
+            }
+            for (index, worker) in dist.workers.iter_mut().enumerate() {
+                if worker.is_some() {
+                    self.shared
+                        .controls
+                        .get(index)
+                        .cmd()
+                        .store(ABORT, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Wakes every end of every record ring.
+    pub(crate) fn wake_shared_rings(&self) {
+        if let Some(dist) = &self.distributed {
+            for ring in &dist.rings {
+                ring.wake();
+            }
+        }
+    }
+}
+
+fn rolled_back(cause: String) -> Transaction {
+    (SwitchOutcome::RolledBack(cause), 0, 0, Duration::ZERO)
+}
+
+fn rolled_back_after(t0: Instant, cause: String) -> Transaction {
+    (SwitchOutcome::RolledBack(cause), 0, 0, t0.elapsed())
+}
+
+/// The stage in a slot the coordinator knows to be parked.
+fn parked(slot: &mut Slot) -> &mut Box<dyn ErasedStage> {
+    match slot {
+        Slot::Parked(stage) => stage,
+        _ => unreachable!("the coordinator holds every stage during a switch"),
+    }
+}
+
+fn describe(exit: WorkerExit) -> String {
+    match exit {
+        WorkerExit::Exited(EXIT_FAILED) => "failed".into(),
+        WorkerExit::Exited(EXIT_ABORTED) => "stopped (its neighbour failed)".into(),
+        WorkerExit::Exited(code) if code == Worker::PANIC_EXIT_CODE => "panicked".into(),
+        WorkerExit::Exited(code) => format!("exited with code {code}"),
+        WorkerExit::Signaled(signal) => format!("was killed by {signal}"),
+    }
+}
+
+/// Waits until the worker marks itself `READY`, or fails.
+fn await_ready(slot: &StageSlot, worker: &mut Worker, deadline: Instant) -> Result<(), String> {
+    loop {
+        // SYNC POINT: worker-ready. Pairs with the Release in `worker_main`.
+        let status = slot.status.load(Ordering::Acquire);
+        if status == READY {
+            return Ok(());
+        }
+        match worker.try_status() {
+            Ok(Some(exit)) => return Err(format!("{} at start", describe(exit))),
+            Err(e) => return Err(e.to_string()),
+            Ok(None) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err("did not start before the switch timeout".into());
+        }
+        let until = (Instant::now() + Duration::from_millis(2)).min(deadline);
+        let _ = futex::wait_until(&slot.status, status, Some(until));
+    }
+}
+
+/// The message a worker left in its error area (empty if none).
+fn read_error(table: &ControlTable, index: usize) -> String {
+    let slot = table.slot(index);
+    // Acquire: pairs with the Release in `leave_error`.
+    let len = slot.error_len.load(Ordering::Acquire) as usize;
+    let Some((area, capacity)) = table.error_area(index) else {
+        return String::new();
+    };
+    // SAFETY: the worker wrote `len <= capacity` bytes before publishing
+    // `len` with Release, and writes nothing more (it has exited or waits).
+    let bytes = unsafe { std::slice::from_raw_parts(area, len.min(capacity)) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Leaves `message` in the worker's error area for the parent to report.
+fn leave_error(table: &ControlTable, index: usize, message: &str) {
+    let Some((area, capacity)) = table.error_area(index) else {
+        return;
+    };
+    let bytes = message.as_bytes();
+    let len = bytes.len().min(capacity);
+    // SAFETY: this worker is the only writer of its error area, and the
+    // parent reads it only after the Release store below (or after reaping).
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len) };
+    table
+        .slot(index)
+        .error_len
+        .store(len as u64, Ordering::Release);
+}
+
+/// The body of a worker process: runs stage `index` over its record rings
+/// and answers the barrier through its control word. Returns the exit code.
+///
+/// Runs in a forked child: it uses only its copy of the stage, the ring
+/// ends, the shared control table and the allocator. No lock, no logging.
+fn worker_main(
+    stage: *mut dyn ErasedStage,
+    input: Option<Box<dyn Any + Send>>,
+    output: Option<Box<dyn Any + Send>>,
+    table: *const ControlTable,
+    index: usize,
+    batch: usize,
+) -> i32 {
+    // SAFETY: this process is a copy made by `fork`; the stage and the table
+    // are at the same addresses, alive until `_exit`, and nothing else in
+    // this process touches them.
+    let (stage, table) = unsafe { (&mut *stage, &*table) };
+    stage.attach_shm(input, output);
+    let slot = table.slot(index);
+    // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.
+    slot.status.store(READY, Ordering::Release);
+    let _ = futex::wake(&slot.status, u32::MAX);
+    let cmd = slot.control.cmd();
+    loop {
+        let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&slot.control, batch))) {
+            Ok(exit) => exit,
+            Err(payload) => {
+                leave_error(
+                    table,
+                    index,
+                    &format!("panicked: {}", panic_message(&*payload)),
+                );
+                stage.detach_shm();
+                return Worker::PANIC_EXIT_CODE;
+            }
+        };
+        match exit {
+            StageExit::Finished => {
+                // Closes the output: the next stage sees the end of stream.
+                stage.detach_shm();
+                return 0;
+            }
+            StageExit::Aborted => {
+                stage.detach_shm();
+                return EXIT_ABORTED;
+            }
+            StageExit::Failed(error) => {
+                leave_error(table, index, &error.to_string());
+                stage.detach_shm();
+                return EXIT_FAILED;
+            }
+            StageExit::Paused => {}
+        }
+        // Paused: save the state, acknowledge, wait for the decision.
+        let saved = match table.state_area(index) {
+            Some((area, capacity)) => {
+                // SAFETY: only this worker writes its state area, and only
+                // now, before it stores PAUSED; the parent reads it after.
+                let area = unsafe { std::slice::from_raw_parts_mut(area, capacity) };
+                stage.save_state(area)
+            }
+            None => Ok(0),
+        };
+        let len = match saved {
+            Ok(len) => len as u64,
+            Err(message) => {
+                leave_error(table, index, &message);
+                u64::MAX
+            }
+        };
+        // Relaxed: published by the Release store of PAUSED below.
+        slot.state_len.store(len, Ordering::Relaxed);
+        // SYNC POINT: worker-paused. Pairs with the Acquire in
+        // `pause_worker`.
+        cmd.store(PAUSED, Ordering::Release);
+        let _ = futex::wake(cmd, u32::MAX);
+        loop {
+            // Acquire: pairs with the coordinator's Release of its decision.
+            match cmd.load(Ordering::Acquire) {
+                PAUSED => {
+                    let _ = futex::wait(cmd, PAUSED, None);
+                }
+                EXIT => return 0,
+                ABORT => return EXIT_ABORTED,
+                RESUME => {
+                    // A CAS, not a store: a new pause request may already
+                    // have replaced RESUME, and must not be lost.
+                    let _ =
+                        cmd.compare_exchange(RESUME, RUNNING, Ordering::Relaxed, Ordering::Relaxed);
+                    break;
+                }
+                // RUNNING (a withdrawn request) or a new PAUSE_REQUESTED,
+                // which the stage loop answers at once.
+                _ => break,
+            }
+        }
+    }
+}
