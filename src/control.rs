@@ -54,15 +54,6 @@ pub(crate) struct StageControl {
 }
 
 impl StageControl {
-    /// Whether a pause is requested (a hint; [`try_pause`](Self::try_pause)
-    /// decides).
-    #[inline]
-    pub(crate) fn pause_requested(&self) -> bool {
-        // Relaxed: only a hint that sends the stage to `try_pause`, whose CAS
-        // is what counts.
-        self.cmd.load(Ordering::Relaxed) == PAUSE_REQUESTED
-    }
-
     /// Whether the run is being torn down: the stage must stop at once.
     #[inline]
     pub(crate) fn is_aborted(&self) -> bool {
@@ -176,6 +167,9 @@ pub(crate) struct StageSlot {
     pub state_len: AtomicU64,
     /// Bytes of the error message the worker left before it exited, or 0.
     pub error_len: AtomicU64,
+    /// Process id of the stage's worker while one runs, else 0. Written by
+    /// the coordinator; read by the handle (Relaxed: informational).
+    pub pid: AtomicU32,
 }
 
 /// Bytes each stage may leave as an error message.

@@ -29,6 +29,7 @@ use crate::control::{
 };
 use crate::coordinator::{Coordinator, Slot};
 use crate::error::{panic_message, Error};
+use crate::pipeline::Fault;
 use crate::report::SwitchOutcome;
 use crate::stage::{ErasedStage, StageExit};
 use ringweave_ipc::futex;
@@ -46,6 +47,8 @@ use std::time::{Duration, Instant};
 const EXIT_FAILED: i32 = 2;
 /// Exit code of a worker that stopped because the run was torn down.
 const EXIT_ABORTED: i32 = 3;
+/// Exit code of a worker told to die at start by an injected fault.
+const INJECTED_EXIT: i32 = 99;
 
 /// The distributed half of a run: the data segment, its rings and the
 /// workers.
@@ -145,8 +148,28 @@ impl Coordinator {
     }
 
     /// With every stage parked: builds the distributed half and commits to
-    /// it (except for restarting the threads). On error nothing has changed.
+    /// it (except for restarting the threads). On error nothing has changed:
+    /// every worker forked is killed and reaped.
     fn enter_distributed(&mut self) -> Result<(u64, u64), String> {
+        let result = self.build_distributed();
+        if result.is_err() {
+            self.clear_pids();
+        }
+        result
+    }
+
+    /// Forgets the worker pids the handle reports.
+    fn clear_pids(&self) {
+        for index in 0..self.len() {
+            self.shared
+                .controls
+                .slot(index)
+                .pid
+                .store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn build_distributed(&mut self) -> Result<(u64, u64), String> {
         if !self.shared.controls.is_shared() {
             return Err(
                 "the control table is not in shared memory (see the warning at start)".into(),
@@ -160,6 +183,9 @@ impl Coordinator {
             .map(|_| segment_layout.reserve(layout))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        if self.options.faults.contains(&Fault::SegmentCreate) {
+            return Err("data segment: injected failure".into());
+        }
         let data = Segment::create("ringweave-data", segment_layout.size())
             .map(Arc::new)
             .map_err(|e| format!("data segment of {} bytes: {e}", segment_layout.size()))?;
@@ -203,6 +229,16 @@ impl Coordinator {
             let output = producers[index].take();
             let stage: *mut dyn ErasedStage = &mut **parked(&mut self.slots[index]);
             let batch = self.options.batch_size;
+            let name = &self.shared.names[index];
+            if self.options.faults.contains(&Fault::Fork(name.clone())) {
+                return Err(format!(
+                    "fork of the worker of stage `{name}`: injected failure"
+                ));
+            }
+            let dies = self
+                .options
+                .faults
+                .contains(&Fault::WorkerDiesAtStart(name.clone()));
             // Written by the worker when it is attached.
             self.shared
                 .controls
@@ -217,11 +253,22 @@ impl Coordinator {
             // no lock and does not log (see `worker_main`).
             let spawned = unsafe {
                 Worker::spawn(&self.shared.names[index], move || {
+                    if dies {
+                        return INJECTED_EXIT;
+                    }
                     worker_main(stage, input, output, table, index, batch)
                 })
             };
             match spawned {
-                Ok(worker) => workers[index] = Some(worker),
+                Ok(worker) => {
+                    let pid = worker.pid().as_raw() as u32;
+                    self.shared
+                        .controls
+                        .slot(index)
+                        .pid
+                        .store(pid, Ordering::Relaxed);
+                    workers[index] = Some(worker);
+                }
                 // `workers` drops here: every worker forked so far is killed
                 // and reaped.
                 Err(e) => return Err(e.to_string()),
@@ -458,6 +505,7 @@ impl Coordinator {
             }
         }
         drop(dist);
+        self.clear_pids();
         self.mode = Mode::InProcess;
         self.resume_threads();
     }
@@ -526,6 +574,7 @@ impl Coordinator {
                 }
             }
             self.distributed = Some(dist);
+            self.clear_pids();
         }
     }
 

@@ -10,6 +10,7 @@ use crate::monitor::RateWindow;
 use crate::pipeline::Parts;
 use crate::report::{RunReport, SwitchEvent};
 use crate::stage::ErasedStage;
+use ringweave_ipc::sync::atomic::Ordering;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -103,6 +104,23 @@ impl PipelineHandle {
             .map(|(index, name)| {
                 let (items_in, items_out) = self.shared.controls.get(index).counts();
                 (name.clone(), items_in, items_out)
+            })
+            .collect()
+    }
+}
+
+impl PipelineHandle {
+    /// The worker processes running now, as `(stage, pid)`: empty unless
+    /// the pipeline is distributed. For operators (and tests that kill one).
+    pub fn worker_pids(&self) -> Vec<(String, u32)> {
+        self.shared
+            .names
+            .iter()
+            .enumerate()
+            .filter_map(|(index, name)| {
+                // Relaxed: informational; the coordinator owns the worker.
+                let pid = self.shared.controls.slot(index).pid.load(Ordering::Relaxed);
+                (pid != 0).then(|| (name.clone(), pid))
             })
             .collect()
     }

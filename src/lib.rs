@@ -76,6 +76,9 @@ pub use executor::PipelineHandle;
 #[cfg(not(ringweave_loom))]
 pub use item::Item;
 #[cfg(not(ringweave_loom))]
+#[doc(hidden)]
+pub use pipeline::Fault;
+#[cfg(not(ringweave_loom))]
 pub use pipeline::{
     CompletePipeline, Pipeline, DEFAULT_BATCH_SIZE, DEFAULT_MAX_STATE_BYTES, DEFAULT_RING_CAPACITY,
     DEFAULT_SHM_RING_BYTES,

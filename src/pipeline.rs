@@ -77,6 +77,22 @@ pub(crate) struct Options {
     pub shm_ring_bytes: usize,
     /// Bytes each stage's state may take when archived (distributed mode).
     pub max_state_bytes: usize,
+    /// Failures to inject into switches (tests only).
+    pub faults: Vec<Fault>,
+}
+
+/// A failure injected into every switch to distributed mode, to test that
+/// it rolls back cleanly. Not part of the stable API.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Creating the shared data segment fails.
+    SegmentCreate,
+    /// Forking the worker of the named stage fails (workers forked before
+    /// it must be killed and reaped).
+    Fork(String),
+    /// The worker of the named stage exits before it attaches.
+    WorkerDiesAtStart(String),
 }
 
 impl Options {
@@ -274,6 +290,7 @@ impl<T: Item> Pipeline<T> {
                     batch_size: DEFAULT_BATCH_SIZE,
                     shm_ring_bytes: DEFAULT_SHM_RING_BYTES,
                     max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+                    faults: Vec::new(),
                 },
             },
             _item: PhantomData,
@@ -424,6 +441,13 @@ impl CompletePipeline {
     /// moves back from a worker process (default 1 MiB).
     pub fn max_state_bytes(mut self, bytes: usize) -> Self {
         self.parts.options.max_state_bytes = bytes;
+        self
+    }
+
+    /// Injects `fault` into every switch to distributed mode (tests only).
+    #[doc(hidden)]
+    pub fn inject_fault(mut self, fault: Fault) -> Self {
+        self.parts.options.faults.push(fault);
         self
     }
 

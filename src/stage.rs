@@ -255,16 +255,6 @@ impl<T> RingOutbox<T> {
         self.pending.push_back(item);
     }
 
-    /// Outputs not yet in the ring.
-    pub(crate) fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// The ring's producer end, for the coordinator holding a paused stage.
-    pub(crate) fn producer(&self) -> &Producer<T> {
-        &self.producer
-    }
-
     /// Appends `items` after everything already in the ring and in
     /// `pending`. Used when a switch moves residual items back from shared
     /// memory into a paused stage's output.
