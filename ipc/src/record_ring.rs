@@ -99,7 +99,7 @@ struct RingHeader {
 }
 
 /// Offset of the arena from the start of the ring's region.
-const ARENA_OFFSET: usize = std::mem::size_of::<RingHeader>().next_multiple_of(RecordRing::ALIGN);
+const ARENA_OFFSET: usize = RecordRing::ARENA_OFFSET;
 
 const _: () = assert!(std::mem::align_of::<RingHeader>() <= RecordRing::ALIGN);
 const _: () = assert!(RecordRing::ALIGN <= Segment::MAX_ALIGN);
@@ -291,6 +291,10 @@ impl RecordRing {
     pub const MIN_CAPACITY: usize = 64;
     /// Largest arena, in bytes (1 TiB).
     pub const MAX_CAPACITY: usize = 1 << 40;
+    /// Offset of the arena from the start of the ring's region; the ring's
+    /// header (a [`RingIndex`] and the capacity word) comes before it. The
+    /// frame at ring position `p` starts at arena offset `p % capacity`.
+    pub const ARENA_OFFSET: usize = std::mem::size_of::<RingHeader>().next_multiple_of(Self::ALIGN);
 
     /// The region a ring with an arena of `capacity` bytes needs: reserve it
     /// with [`SegmentLayout::reserve`](crate::segment::SegmentLayout::reserve).
@@ -781,3 +785,6 @@ impl<T: Record> Iterator for Unread<'_, T> {
 }
 
 impl<T: Record> std::iter::FusedIterator for Unread<'_, T> {}
+
+#[cfg(test)]
+mod tests;
