@@ -463,13 +463,21 @@ mod tests {
 
     #[test]
     fn panic_has_its_own_exit_code() {
-        // Silence the hook's message for this one process: the child writes
-        // to the test's captured output (or stderr), which is harmless here.
-        // SAFETY: the closure panics, which runs the panic hook; no other
-        // thread of this test binary holds stderr's lock for long, and the
-        // test accepts the tiny risk that one does at the fork.
-        let worker = unsafe { Worker::spawn("panics", || panic!("on purpose")) }.unwrap();
-        let exit = worker.wait().unwrap();
+        // The child's panic message goes through the panic hook to the
+        // test's captured output or stderr: noise, but proof it is caught.
+        // SAFETY: the closure panics, which runs the panic hook and may take
+        // its locks (the hook's, the backtrace printer's). Should another
+        // test thread hold one at the fork, the child hangs: the bounded
+        // wait below then fails the test instead of hanging it.
+        let mut worker = unsafe { Worker::spawn("panics", || panic!("on purpose")) }.unwrap();
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let exit = loop {
+            if let Some(exit) = worker.try_status().unwrap() {
+                break exit;
+            }
+            assert!(std::time::Instant::now() < give_up, "panicking child hung");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
         assert_eq!(exit, WorkerExit::Exited(Worker::PANIC_EXIT_CODE));
         assert!(exit.to_string().contains("panicked"));
     }

@@ -11,11 +11,12 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::getpid;
+use ringweave_ipc::futex;
 use ringweave_ipc::record::RecordError;
 use ringweave_ipc::record_ring::{PopError, PushError, RecordRing, WaitOutcome};
 use ringweave_ipc::segment::{Segment, SegmentLayout};
 use ringweave_ipc::worker::{Worker, WorkerExit};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// A segment named `name` with one ring per capacity.
@@ -469,4 +470,90 @@ fn segments_never_appear_in_dev_shm() {
     }
     assert!(!in_maps(&name), "dropping the segment unmaps it");
     assert!(!in_dev_shm(&name));
+}
+
+#[test]
+fn a_paused_consumer_is_peeked_then_replaced() {
+    // The pipeline coordinator's rollback: a worker holds the consumer end
+    // and pauses at a barrier; the parent reads what it has not consumed
+    // without consuming it, then takes the end back.
+    let mut layout = SegmentLayout::new();
+    let ring_at = layout
+        .reserve(RecordRing::layout(1 << 14).unwrap())
+        .unwrap();
+    let words_at = layout
+        .reserve(std::alloc::Layout::new::<[u32; 2]>())
+        .unwrap();
+    let segment = Arc::new(Segment::create("ringweave-test-pause", layout.size()).unwrap());
+    let ring = RecordRing::new(&segment, ring_at, 1 << 14).unwrap();
+    let words = segment
+        .region(words_at, 8)
+        .unwrap()
+        .cast::<AtomicU32>()
+        .as_ptr();
+    // SAFETY: two zeroed, aligned u32s in the segment, which outlives their
+    // use here and is inherited by the child.
+    let (paused, release) = unsafe { (&*words, &*words.add(1)) };
+
+    // SAFETY: one end each; the consumer moves into the child.
+    let (mut tx, child_rx) = unsafe { (ring.producer::<String>(), ring.consumer::<String>()) };
+    for i in 0..100 {
+        tx.push(&format!("record {i}")).unwrap();
+    }
+    tx.flush();
+
+    let segment_ref = &*segment;
+    // SAFETY: ring operations, atomics and futexes only.
+    let mut worker = unsafe {
+        Worker::spawn("pausing", move || {
+            if segment_ref.check().is_err() {
+                return 4;
+            }
+            let mut rx = child_rx;
+            for i in 0..30 {
+                match rx.pop_blocking() {
+                    Ok(s) if s == format!("record {i}") => {}
+                    _ => return 2,
+                }
+            }
+            // Acknowledge the barrier: Release, so the parent's Acquire sees
+            // our last release of ring bytes.
+            paused.store(1, Ordering::Release);
+            let _ = futex::wake(paused, 1);
+            while release.load(Ordering::Acquire) == 0 {
+                let _ = futex::wait(release, 0, None);
+            }
+            // Resumed (the parent does not, in this test).
+            3
+        })
+    }
+    .unwrap();
+
+    while paused.load(Ordering::Acquire) == 0 {
+        assert_eq!(worker.try_status().unwrap(), None, "worker died");
+        let _ = futex::wait(paused, 0, Some(std::time::Duration::from_millis(50)));
+    }
+    // SAFETY: the consumer is paused and acknowledged it with Release, read
+    // above with Acquire; the producer (ours) has flushed.
+    let unread: Vec<String> = unsafe { ring.peek_unread::<String>() }
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        unread,
+        (30..100).map(|i| format!("record {i}")).collect::<Vec<_>>()
+    );
+    // SAFETY: as above; peeking twice sees the same.
+    assert_eq!(unsafe { ring.peek_unread::<String>() }.count(), 70);
+
+    // Roll back: the worker goes, the parent takes the consumer end back.
+    worker.kill().unwrap();
+    assert_eq!(
+        worker.wait().unwrap(),
+        WorkerExit::Signaled(Signal::SIGKILL)
+    );
+    assert!(!ring.is_consumer_closed(), "a killed worker closes nothing");
+    // SAFETY: the previous consumer's process is reaped.
+    let mut rx = unsafe { ring.consumer::<String>() };
+    let rest: Vec<String> = std::iter::from_fn(|| rx.pop().ok()).collect();
+    assert_eq!(rest, unread);
 }

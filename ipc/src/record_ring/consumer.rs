@@ -269,6 +269,29 @@ impl<T: Record> RecordConsumer<T> {
     ///
     /// With no record read: [`PopError::Empty`], [`PopError::Closed`], or
     /// [`PopError::Record`] for a damaged first record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringweave_ipc::record_ring::{PopError, RecordRing};
+    /// # use ringweave_ipc::segment::{Segment, SegmentLayout};
+    /// # use std::sync::Arc;
+    /// # let mut layout = SegmentLayout::new();
+    /// # let at = layout.reserve(RecordRing::layout(4096).unwrap()).unwrap();
+    /// # let segment = Arc::new(Segment::create("doc", layout.size()).unwrap());
+    /// # let ring = RecordRing::new(&segment, at, 4096).unwrap();
+    /// // SAFETY: one end each, dropped before `ring`.
+    /// let (mut tx, mut rx) = unsafe { (ring.producer::<(u32, String)>(), ring.consumer::<(u32, String)>()) };
+    /// for i in 0..5 {
+    ///     tx.push(&(i, format!("#{i}"))).unwrap();
+    /// }
+    /// tx.close();
+    /// // Sum the archived numbers in place: no String is built.
+    /// let mut sum = 0;
+    /// assert_eq!(rx.read_batch(100, |r| sum += r.0.to_native()), Ok(5));
+    /// assert_eq!(sum, 10);
+    /// assert_eq!(rx.read_batch(100, |_| {}), Err(PopError::Closed));
+    /// ```
     pub fn read_batch(
         &mut self,
         max: usize,

@@ -90,6 +90,34 @@ impl<T: Record> RecordProducer<T> {
     /// - [`PushError::Record`] with [`RecordError::TooLarge`] if the record
     ///   can never fit in this ring, or [`RecordError::Serialize`]. Nothing
     ///   of the record is staged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringweave_ipc::record_ring::{PopError, PushError, RecordRing};
+    /// # use ringweave_ipc::record::RecordError;
+    /// # use ringweave_ipc::segment::{Segment, SegmentLayout};
+    /// # use std::sync::Arc;
+    /// # let mut layout = SegmentLayout::new();
+    /// # let at = layout.reserve(RecordRing::layout(1024).unwrap()).unwrap();
+    /// # let segment = Arc::new(Segment::create("doc", layout.size()).unwrap());
+    /// # let ring = RecordRing::new(&segment, at, 1024).unwrap();
+    /// // SAFETY: one end each, dropped before `ring`.
+    /// let (mut tx, mut rx) = unsafe { (ring.producer::<Vec<u8>>(), ring.consumer::<Vec<u8>>()) };
+    /// // Stage a batch, publish it with one store.
+    /// for n in 0..10u8 {
+    ///     tx.push(&vec![n; usize::from(n)]).unwrap();
+    /// }
+    /// assert_eq!(tx.flush(), 10);
+    /// assert_eq!(rx.read_batch(usize::MAX, |_| {}), Ok(10));
+    /// // A record that can never fit is refused with both sizes.
+    /// let Err(PushError::Record(RecordError::TooLarge { record, capacity })) =
+    ///     tx.push(&vec![0; 2000])
+    /// else {
+    ///     unreachable!()
+    /// };
+    /// assert!(record > capacity && capacity == 1024 - 16);
+    /// ```
     pub fn push(&mut self, value: &T) -> Result<(), PushError> {
         match self.stage(value) {
             Ok(()) => Ok(()),
