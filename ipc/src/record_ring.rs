@@ -273,6 +273,14 @@ pub struct RecordRing {
     raw: RawRing,
 }
 
+// SAFETY: the descriptor's own methods touch the ring only through the
+// atomics of its `RingIndex` and capacity word, which any thread may use; its
+// `unsafe` methods carry their own contracts. The raw pointers point into the
+// mapping that the `Arc<Segment>` keeps alive.
+unsafe impl Send for RecordRing {}
+// SAFETY: as above; `&RecordRing` offers nothing more than atomics.
+unsafe impl Sync for RecordRing {}
+
 impl fmt::Debug for RecordRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (read, write) = self.positions();

@@ -32,6 +32,16 @@ fn arena_bytes(ring: &RecordRing, at: usize, n: usize) -> *mut u8 {
 }
 
 #[test]
+fn handles_are_send_and_the_descriptor_is_shared() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<RecordProducer<String>>();
+    send::<RecordConsumer<String>>();
+    send::<RecordRing>();
+    sync::<RecordRing>();
+}
+
+#[test]
 fn staged_records_appear_on_flush_only() {
     let ring = ring(1024);
     let (mut tx, mut rx) = ends::<u64>(&ring);
