@@ -22,13 +22,16 @@ use crate::config::{ExecutionMode, Mode};
 use crate::control::ControlTable;
 use crate::error::{panic_message, Error};
 use crate::executor::{end, Command, Exit, Message};
+use crate::latency::LatencyRecorder;
+use crate::metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
 use crate::monitor::RateWindow;
 use crate::pipeline::{EdgeSpec, Options};
 use crate::report::{
     LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
 };
 use crate::ring::RingWaker;
-use crate::stage::{ErasedStage, StageExit};
+use crate::stage::{Ctx, ErasedStage, StageExit};
+use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -43,6 +46,65 @@ pub(crate) struct Shared {
     pub controls: ControlTable,
     /// When `spawn` was called.
     pub started: Instant,
+    /// The run's clock and sampled latency histogram.
+    pub latency: LatencyRecorder,
+    /// What the coordinator measured at its last sample.
+    pub telemetry: Mutex<Telemetry>,
+}
+
+/// The coordinator's measurements, read by `PipelineHandle::metrics`.
+#[derive(Default)]
+pub(crate) struct Telemetry {
+    pub mode: Option<Mode>,
+    /// Windowed items/s leaving the source.
+    pub throughput: f64,
+    /// Windowed items/s out of each stage.
+    pub stage_rates: Vec<f64>,
+    /// Fill of each edge's ring, 0 to 1.
+    pub fills: Vec<f64>,
+    /// p99 latency of the last full window.
+    pub p99: Duration,
+    pub switches: Vec<SwitchImpact>,
+}
+
+impl Shared {
+    /// A metrics snapshot: live counters plus the coordinator's last sample.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let telemetry = self.telemetry.lock();
+        let stages = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let (items_in, items_out) = self.controls.get(index).counts();
+                StageMetrics {
+                    name: name.clone(),
+                    items_in,
+                    items_out,
+                    rate_out: telemetry.stage_rates.get(index).copied().unwrap_or(0.0),
+                }
+            })
+            .collect();
+        let edges = self
+            .names
+            .windows(2)
+            .enumerate()
+            .map(|(e, pair)| EdgeMetrics {
+                from: pair[0].clone(),
+                to: pair[1].clone(),
+                fill: telemetry.fills.get(e).copied().unwrap_or(0.0),
+            })
+            .collect();
+        Metrics {
+            mode: telemetry.mode.unwrap_or(Mode::InProcess),
+            elapsed: self.started.elapsed(),
+            throughput: telemetry.throughput,
+            stages,
+            edges,
+            latency: LatencySummary::of(&self.latency.histogram.lock()),
+            switches: telemetry.switches.clone(),
+        }
+    }
 }
 
 /// Where each stage is.
@@ -75,6 +137,12 @@ pub(crate) struct Coordinator {
     pub deferred: Vec<Command>,
     pub switches: Vec<SwitchEvent>,
     pub monitor: RateWindow,
+    /// One window per stage over its `items_out`, for per-stage rates.
+    pub stage_windows: Vec<RateWindow>,
+    /// When the recent-latency window was last rotated.
+    pub last_rotation: Instant,
+    /// The switch whose after-effect is still to be measured.
+    pub impact_pending: Option<usize>,
     /// No automatic switch before this instant.
     pub cooldown_until: Instant,
     pub distributed: Option<crate::distributed::Distributed>,
@@ -112,8 +180,12 @@ impl Coordinator {
         let handle = thread::Builder::new()
             .name(format!("rw-{stage_name}"))
             .spawn(move || {
-                let control = shared.controls.get(index);
-                let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(control, batch))) {
+                let ctx = Ctx {
+                    control: shared.controls.get(index),
+                    batch,
+                    latency: &shared.latency,
+                };
+                let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),
                     Ok(StageExit::Finished) => end(stage, Exit::Finished),
                     Ok(StageExit::Aborted) => end(stage, Exit::Aborted),
@@ -356,10 +428,55 @@ impl Coordinator {
     }
 
     /// One monitor sample; switches when the policy says so.
-    fn sample_and_maybe_switch(&mut self) {
+    /// Samples every counter and ring, updates the telemetry the handle
+    /// reads, and rotates the latency window.
+    fn sample(&mut self) {
         let now = Instant::now();
         let (_, produced) = self.shared.controls.get(0).counts();
         self.monitor.record(now, produced);
+        for (index, window) in self.stage_windows.iter_mut().enumerate() {
+            window.record(now, self.shared.controls.get(index).counts().1);
+        }
+        let fills = self.ring_fills();
+        let window = self.monitor.window();
+        let mut telemetry = self.shared.telemetry.lock();
+        if now.duration_since(self.last_rotation) >= window {
+            telemetry.p99 = self.shared.latency.rotate();
+            self.last_rotation = now;
+        }
+        telemetry.mode = Some(self.mode);
+        telemetry.throughput = self
+            .monitor
+            .rate()
+            .unwrap_or_else(|| self.monitor.rate_so_far());
+        telemetry.stage_rates = self.stage_windows.iter().map(|w| w.rate_so_far()).collect();
+        telemetry.fills = fills;
+        if let (Some(i), Some(rate)) = (self.impact_pending, self.monitor.rate()) {
+            let p99 = telemetry.p99;
+            if let Some(impact) = telemetry.switches.get_mut(i) {
+                impact.rate_after = Some(rate);
+                impact.p99_after = Some(p99);
+            }
+            self.impact_pending = None;
+        }
+    }
+
+    /// Fill of each edge's ring: items of the in-process ring, bytes of the
+    /// record ring when distributed.
+    fn ring_fills(&self) -> Vec<f64> {
+        if let Some(fills) = self.shared_ring_fills() {
+            return fills;
+        }
+        let capacity = self.options.ring_capacity as f64;
+        self.wakers
+            .iter()
+            .map(|w| w.occupied() as f64 / capacity)
+            .collect()
+    }
+
+    fn sample_and_maybe_switch(&mut self) {
+        self.sample();
+        let now = Instant::now();
         let ExecutionMode::Hybrid(config) = &self.options.mode else {
             return;
         };
@@ -434,6 +551,19 @@ impl Coordinator {
             _ => Duration::ZERO,
         };
         self.cooldown_until = Instant::now() + cooldown;
+        let mut telemetry = self.shared.telemetry.lock();
+        let rate_before = telemetry.throughput;
+        let p99_before = telemetry.p99;
+        telemetry.mode = Some(self.mode);
+        telemetry.switches.push(SwitchImpact {
+            event: event.clone(),
+            rate_before,
+            p99_before,
+            rate_after: None,
+            p99_after: None,
+        });
+        self.impact_pending = Some(telemetry.switches.len() - 1);
+        drop(telemetry);
         self.monitor.clear();
         self.switches.push(event.clone());
         event
@@ -447,7 +577,9 @@ impl Coordinator {
         }
     }
 
-    pub(crate) fn report(&self) -> RunReport {
+    pub(crate) fn report(&mut self) -> RunReport {
+        self.sample();
+        let metrics = self.shared.metrics();
         let stages: Vec<StageReport> = self
             .shared
             .names
@@ -469,7 +601,8 @@ impl Coordinator {
             elapsed: self.shared.started.elapsed(),
             stages,
             switches: self.switches.clone(),
-            latency: LatencySummary::default(),
+            latency: metrics.latency.clone(),
+            metrics,
         }
     }
 

@@ -27,11 +27,13 @@ use crate::config::Mode;
 use crate::control::{
     ControlTable, StageSlot, ABORT, EXIT, PAUSED, READY, RESUME, RUNNING, STARTING,
 };
-use crate::coordinator::{Coordinator, Slot};
+use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
+use crate::executor::install_stamp_rings;
+use crate::latency::{Stamp, StampRx, StampTx};
 use crate::pipeline::Fault;
 use crate::report::SwitchOutcome;
-use crate::stage::{ErasedStage, StageExit};
+use crate::stage::{Ctx, ErasedStage, StageExit};
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::RecordRing;
 use ringweave_ipc::segment::{Segment, SegmentLayout};
@@ -47,6 +49,9 @@ use std::time::{Duration, Instant};
 const EXIT_FAILED: i32 = 2;
 /// Exit code of a worker that stopped because the run was torn down.
 const EXIT_ABORTED: i32 = 3;
+/// Bytes of each shared stamp ring: 512 stamps (32-byte frames).
+const STAMP_RING_BYTES: usize = 16 << 10;
+
 /// Exit code of a worker told to die at start by an injected fault.
 const INJECTED_EXIT: i32 = 99;
 
@@ -56,6 +61,8 @@ pub(crate) struct Distributed {
     /// One record ring per edge, in `data`. Declared before `workers` so
     /// nothing here is unmapped while a worker is alive in this struct.
     rings: Vec<RecordRing>,
+    /// One stamp ring per edge (sampled latency, see `latency.rs`).
+    _stamp_rings: Vec<RecordRing>,
     /// Indexed by stage; `Some` for transforms.
     workers: Vec<Option<Worker>>,
     _data: Arc<Segment>,
@@ -83,8 +90,8 @@ impl Coordinator {
     /// Runs the switch to `to` (which differs from the current mode).
     pub(crate) fn switch_transaction(&mut self, to: Mode) -> Transaction {
         match to {
-            Mode::Distributed => self.to_distributed(),
-            Mode::InProcess => self.to_in_process(),
+            Mode::Distributed => self.switch_out(),
+            Mode::InProcess => self.switch_back(),
         }
     }
 
@@ -114,7 +121,7 @@ impl Coordinator {
         None
     }
 
-    fn to_distributed(&mut self) -> Transaction {
+    fn switch_out(&mut self) -> Transaction {
         let t0 = Instant::now();
         if let Some(stage) = self.draining() {
             return rolled_back(format!(
@@ -183,6 +190,11 @@ impl Coordinator {
             .map(|_| segment_layout.reserve(layout))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let stamp_layout = RecordRing::layout(STAMP_RING_BYTES).map_err(|e| e.to_string())?;
+        let stamp_offsets = (0..n - 1)
+            .map(|_| segment_layout.reserve(stamp_layout))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         if self.options.faults.contains(&Fault::SegmentCreate) {
             return Err("data segment: injected failure".into());
         }
@@ -194,6 +206,22 @@ impl Coordinator {
             .map(|&offset| RecordRing::new(&data, offset, ring_bytes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let stamp_rings = stamp_offsets
+            .iter()
+            .map(|&offset| RecordRing::new(&data, offset, STAMP_RING_BYTES))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        // SAFETY: fresh rings; each end goes to exactly one user (below),
+        // and `stamp_rings` keeps the segment mapped for the parent's.
+        let (mut stamp_tx, mut stamp_rx): (Vec<_>, Vec<_>) = stamp_rings
+            .iter()
+            .map(|ring| unsafe {
+                (
+                    Some(StampTx::Shm(ring.producer::<Stamp>())),
+                    Some(StampRx::Shm(ring.consumer::<Stamp>())),
+                )
+            })
+            .unzip();
 
         // Archive the residual items, edge by edge, without consuming them.
         let (mut items, mut bytes) = (0, 0);
@@ -223,10 +251,11 @@ impl Coordinator {
 
         // Fork one worker per transform; each takes its two ends.
         let mut workers: Vec<Option<Worker>> = (0..n).map(|_| None).collect();
-        let table: *const ControlTable = &self.shared.controls;
+        let shared: *const Shared = &*self.shared;
         for index in 1..n - 1 {
             let input = consumers[index - 1].take();
             let output = producers[index].take();
+            let stamps = (stamp_rx[index - 1].take(), stamp_tx[index].take());
             let stage: *mut dyn ErasedStage = &mut **parked(&mut self.slots[index]);
             let batch = self.options.batch_size;
             let name = &self.shared.names[index];
@@ -256,7 +285,7 @@ impl Coordinator {
                     if dies {
                         return INJECTED_EXIT;
                     }
-                    worker_main(stage, input, output, table, index, batch)
+                    worker_main(stage, input, output, stamps, shared, index, batch)
                 })
             };
             match spawned {
@@ -291,10 +320,15 @@ impl Coordinator {
             }
         }
         let sink = self.sink();
-        parked(&mut self.slots[0]).attach_shm(None, producers[0].take());
-        parked(&mut self.slots[sink]).attach_shm(consumers[n - 2].take(), None);
+        let source = parked(&mut self.slots[0]);
+        source.attach_shm(None, producers[0].take());
+        source.set_stamps(None, stamp_tx[0].take());
+        let sink_stage = parked(&mut self.slots[sink]);
+        sink_stage.attach_shm(consumers[n - 2].take(), None);
+        sink_stage.set_stamps(stamp_rx[n - 2].take(), None);
         self.distributed = Some(Distributed {
             rings,
+            _stamp_rings: stamp_rings,
             workers,
             _data: data,
         });
@@ -302,7 +336,7 @@ impl Coordinator {
         Ok((items, bytes))
     }
 
-    fn to_in_process(&mut self) -> Transaction {
+    fn switch_back(&mut self) -> Transaction {
         let t0 = Instant::now();
         if let Some(stage) = self.draining() {
             return rolled_back(format!(
@@ -504,6 +538,9 @@ impl Coordinator {
                 stage.set_state(state);
             }
         }
+        let mut stages: Vec<&mut dyn ErasedStage> =
+            self.slots.iter_mut().map(|s| &mut **parked(s)).collect();
+        install_stamp_rings(&mut stages);
         drop(dist);
         self.clear_pids();
         self.mode = Mode::InProcess;
@@ -539,10 +576,10 @@ impl Coordinator {
         };
         let message = read_error(&self.shared.controls, index);
         let stage = self.shared.names[index].clone();
-        let error = if message.starts_with("panicked: ") {
+        let error = if let Some(panic) = message.strip_prefix("panicked: ") {
             Error::StagePanicked {
                 stage,
-                message: message["panicked: ".len()..].to_owned(),
+                message: panic.to_owned(),
             }
         } else {
             let exit = if message.is_empty() {
@@ -597,6 +634,20 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Fill of each record ring (bytes), when distributed.
+    pub(crate) fn shared_ring_fills(&self) -> Option<Vec<f64>> {
+        let dist = self.distributed.as_ref()?;
+        Some(
+            dist.rings
+                .iter()
+                .map(|ring| {
+                    let (read, write) = ring.positions();
+                    write.saturating_sub(read) as f64 / ring.capacity() as f64
+                })
+                .collect(),
+        )
     }
 
     /// Wakes every end of every record ring.
@@ -695,22 +746,30 @@ fn worker_main(
     stage: *mut dyn ErasedStage,
     input: Option<Box<dyn Any + Send>>,
     output: Option<Box<dyn Any + Send>>,
-    table: *const ControlTable,
+    (stamps_in, stamps_out): (Option<StampRx>, Option<StampTx>),
+    shared: *const Shared,
     index: usize,
     batch: usize,
 ) -> i32 {
-    // SAFETY: this process is a copy made by `fork`; the stage and the table
-    // are at the same addresses, alive until `_exit`, and nothing else in
-    // this process touches them.
-    let (stage, table) = unsafe { (&mut *stage, &*table) };
+    // SAFETY: this process is a copy made by `fork`; the stage and the
+    // shared state are at the same addresses, alive until `_exit`, and
+    // nothing else in this process touches them.
+    let (stage, shared) = unsafe { (&mut *stage, &*shared) };
+    let table = &shared.controls;
     stage.attach_shm(input, output);
+    stage.set_stamps(stamps_in, stamps_out);
+    let ctx = Ctx {
+        control: &table.slot(index).control,
+        batch,
+        latency: &shared.latency,
+    };
     let slot = table.slot(index);
     // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.
     slot.status.store(READY, Ordering::Release);
     let _ = futex::wake(&slot.status, u32::MAX);
     let cmd = slot.control.cmd();
     loop {
-        let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&slot.control, batch))) {
+        let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
             Ok(exit) => exit,
             Err(payload) => {
                 leave_error(

@@ -6,6 +6,8 @@ use crate::config::{ExecutionMode, Mode};
 use crate::control::ControlTable;
 use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
+use crate::latency::{LatencyRecorder, StampRx, StampTx, STAMP_QUEUE};
+use crate::metrics::Metrics;
 use crate::monitor::RateWindow;
 use crate::pipeline::Parts;
 use crate::report::{RunReport, SwitchEvent};
@@ -95,6 +97,15 @@ impl PipelineHandle {
         answer.recv().map_err(|_| Error::NotRunning)?
     }
 
+    /// A snapshot of the pipeline's metrics: mode, windowed throughput,
+    /// per-stage counts and rates, ring fill, latency percentiles and the
+    /// switch history with each switch's effect. Rates and fill are as of
+    /// the coordinator's last sample (every `monitoring_interval_ms`, or
+    /// 100 ms outside hybrid mode); counts are live.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics()
+    }
+
     /// Items each stage has taken in and handed out so far, source first.
     pub fn stage_counts(&self) -> Vec<(String, u64, u64)> {
         self.shared
@@ -149,6 +160,7 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         nodes[i + 1].set_input(consumer);
         wakers.push(waker);
     }
+    install_stamp_rings(&mut nodes);
     // The control blocks live in shared memory, where worker processes
     // update them too; any run may be switched (`PipelineHandle::switch_to`).
     // An in-process run does without if the segment cannot be made.
@@ -164,10 +176,13 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
             })
         }
     };
+    let started = Instant::now();
     let shared = Arc::new(Shared {
         names: nodes.iter().map(|n| n.name().to_owned()).collect(),
         controls,
-        started: Instant::now(),
+        started,
+        latency: LatencyRecorder::new(started),
+        telemetry: Default::default(),
     });
     let window = match &options.mode {
         ExecutionMode::Hybrid(config) => Duration::from_millis(config.window_size_ms),
@@ -189,6 +204,9 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         deferred: Vec::new(),
         switches: Vec::new(),
         monitor: RateWindow::new(window),
+        stage_windows: (0..nodes.len()).map(|_| RateWindow::new(window)).collect(),
+        last_rotation: started,
+        impact_pending: None,
         cooldown_until: Instant::now(),
         distributed: None,
     };
@@ -216,6 +234,17 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         coordinator: Some(coordinator),
         shared,
     })
+}
+
+/// Gives every edge a fresh in-process stamp queue (see `latency.rs`).
+pub(crate) fn install_stamp_rings<S: std::ops::DerefMut<Target = dyn ErasedStage + 'static>>(
+    nodes: &mut [S],
+) {
+    for i in 0..nodes.len().saturating_sub(1) {
+        let (tx, rx) = crate::ring::channel(STAMP_QUEUE);
+        nodes[i].set_stamps(None, Some(StampTx::Ring(tx)));
+        nodes[i + 1].set_stamps(Some(StampRx::Ring(rx)), None);
+    }
 }
 
 /// Drops a finished stage (closing its rings) and returns `exit`; a panic in

@@ -56,6 +56,10 @@ mod executor;
 #[cfg(not(ringweave_loom))]
 mod item;
 #[cfg(not(ringweave_loom))]
+mod latency;
+#[cfg(not(ringweave_loom))]
+mod metrics;
+#[cfg(not(ringweave_loom))]
 mod monitor;
 #[cfg(not(ringweave_loom))]
 mod pipeline;
@@ -75,6 +79,8 @@ pub use error::Error;
 pub use executor::PipelineHandle;
 #[cfg(not(ringweave_loom))]
 pub use item::Item;
+#[cfg(not(ringweave_loom))]
+pub use metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
 #[cfg(not(ringweave_loom))]
 #[doc(hidden)]
 pub use pipeline::Fault;

@@ -33,6 +33,11 @@ impl RateWindow {
         }
     }
 
+    /// The window's width.
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
     /// Forgets everything (after a switch the old rate says nothing).
     pub(crate) fn clear(&mut self) {
         self.samples.clear();

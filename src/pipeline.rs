@@ -4,6 +4,7 @@ use crate::config::ExecutionMode;
 use crate::error::Error;
 use crate::executor::{self, PipelineHandle};
 use crate::item::Item;
+use crate::latency::Stamps;
 use crate::report::RunReport;
 use crate::ring::{self, RingWaker};
 use crate::stage::RingOutbox;
@@ -279,6 +280,7 @@ impl<T: Item> Pipeline<T> {
             output: None,
             shm_output: None,
             tally: Tally::default(),
+            stamps: Stamps::default(),
         };
         Self {
             parts: Parts {
@@ -307,6 +309,7 @@ impl<T: Item> Pipeline<T> {
             shm_input: None,
             shm_output: None,
             tally: Tally::default(),
+            stamps: Stamps::default(),
         }));
         Pipeline {
             parts: self.parts,
@@ -399,6 +402,7 @@ impl<T: Item> Pipeline<T> {
             input: None,
             shm_input: None,
             tally: Tally::default(),
+            stamps: Stamps::default(),
         }));
         CompletePipeline { parts: self.parts }
     }

@@ -21,6 +21,8 @@ pub struct RunReport {
     pub switches: Vec<SwitchEvent>,
     /// End-to-end latency of sampled items, source to sink.
     pub latency: LatencySummary,
+    /// The final metrics snapshot (rates, ring fill, switch impact).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Counts of one stage over the whole run.
@@ -49,6 +51,26 @@ pub struct LatencySummary {
     pub p999: Duration,
     /// Largest seen.
     pub max: Duration,
+    /// Mean.
+    pub mean: Duration,
+}
+
+impl LatencySummary {
+    /// Summarises a histogram of nanoseconds.
+    pub(crate) fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ns = Duration::from_nanos;
+        Self {
+            samples: h.len(),
+            p50: ns(h.value_at_quantile(0.5)),
+            p99: ns(h.value_at_quantile(0.99)),
+            p999: ns(h.value_at_quantile(0.999)),
+            max: ns(h.max()),
+            mean: ns(h.mean() as u64),
+        }
+    }
 }
 
 /// Why a switch was attempted.

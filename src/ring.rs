@@ -336,11 +336,17 @@ pub struct RingWaker(std::sync::Arc<dyn WakeBoth>);
 
 trait WakeBoth: Send + Sync {
     fn wake_both(&self);
+    fn occupied(&self) -> u64;
 }
 
 impl<T: Send> WakeBoth for Arc<Shared<T>> {
     fn wake_both(&self) {
         Shared::wake_both(self);
+    }
+
+    fn occupied(&self) -> u64 {
+        let (read, write) = self.index.positions();
+        write.saturating_sub(read)
     }
 }
 
@@ -349,6 +355,12 @@ impl RingWaker {
     /// condition their `interrupt` checks before calling this.
     pub fn wake(&self) {
         self.0.wake_both();
+    }
+
+    /// Items in the ring now: a snapshot for metrics, stale as soon as it is
+    /// read while both ends run.
+    pub fn occupied(&self) -> usize {
+        self.0.occupied() as usize
     }
 }
 

@@ -11,11 +11,13 @@
 use crate::control::StageControl;
 use crate::error::Error;
 use crate::item::Item;
+use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
 use crate::ring::{Consumer, Producer, WaitOutcome};
 use crate::shm::{ShmInbox, ShmOutbox};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
 use std::any::Any;
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// Where an operator puts its outputs.
 pub(crate) trait Emit<T> {
@@ -381,25 +383,43 @@ fn exit_of(result: Result<std::convert::Infallible, StageExit>) -> StageExit {
     }
 }
 
+/// What every stage loop runs with.
+pub(crate) struct Ctx<'a> {
+    /// The stage's control block (barrier word, counters).
+    pub control: &'a StageControl,
+    /// Items taken from the input at once.
+    pub batch: usize,
+    /// The run's clock and latency histogram (used by source and sink).
+    pub latency: &'a LatencyRecorder,
+}
+
 /// The source loop: pulls batches from `iter` into `out`.
 pub(crate) fn run_source<T>(
     iter: &mut impl Iterator<Item = T>,
     out: &mut impl Outbox<T>,
     tally: &mut Tally,
-    control: &StageControl,
-    batch: usize,
+    stamps: &mut Stamps,
+    ctx: &Ctx<'_>,
 ) -> StageExit {
+    let control = ctx.control;
     exit_of((|| loop {
         drain(out, control)?;
         boundary(control)?;
         let mut produced = 0;
         let mut ended = false;
-        while produced < batch {
+        // One clock read per batch: stamp its first item if one is due.
+        let stamp = stamps.source_due(Instant::now());
+        while produced < ctx.batch {
             let Some(item) = iter.next() else {
                 ended = true;
                 break;
             };
             out.emit(item);
+            if produced == 0 && stamp {
+                // Queued before the item is published (at the flush below),
+                // so the next stage finds the stamp when it takes the item.
+                stamps.forward(tally.items_out, ctx.latency.now());
+            }
             produced += 1;
             if out.is_congested() {
                 break;
@@ -427,9 +447,10 @@ pub(crate) fn run_transform<In, Out>(
     input: &mut impl Inbox<In>,
     out: &mut impl Outbox<Out>,
     tally: &mut Tally,
-    control: &StageControl,
-    batch: usize,
+    stamps: &mut Stamps,
+    ctx: &Ctx<'_>,
 ) -> StageExit {
+    let control = ctx.control;
     exit_of((|| loop {
         drain(out, control)?;
         boundary(control)?;
@@ -441,12 +462,25 @@ pub(crate) fn run_transform<In, Out>(
             }
             Err(exit) => return Err(exit),
         };
+        let (base_in, base_out) = (tally.items_in, tally.items_out);
+        stamps.refresh(base_in);
         let mut emitted = Counting {
             inner: out,
             count: 0,
         };
-        let taken = input.take(available.min(batch), |item| {
-            op.process(item, &mut emitted);
+        let mut seq = base_in;
+        let taken = input.take(available.min(ctx.batch), |item| {
+            match stamps.take(seq) {
+                None => op.process(item, &mut emitted),
+                Some(at) => {
+                    let before = emitted.count;
+                    op.process(item, &mut emitted);
+                    if emitted.count > before {
+                        stamps.forward(base_out + before, at);
+                    }
+                }
+            }
+            seq += 1;
             !emitted.inner.is_congested()
         })?;
         let count = emitted.count;
@@ -462,16 +496,26 @@ pub(crate) fn run_sink<T>(
     f: &mut impl FnMut(T),
     input: &mut impl Inbox<T>,
     tally: &mut Tally,
-    control: &StageControl,
-    batch: usize,
+    stamps: &mut Stamps,
+    ctx: &Ctx<'_>,
 ) -> StageExit {
+    let control = ctx.control;
+    let mut samples = Vec::new();
     exit_of((|| loop {
         boundary(control)?;
         let available = input.await_items(control)?;
-        let taken = input.take(available.min(batch), |item| {
+        stamps.refresh(tally.items_in);
+        let mut seq = tally.items_in;
+        let taken = input.take(available.min(ctx.batch), |item| {
+            if let Some(at) = stamps.take(seq) {
+                samples.push(ctx.latency.now().saturating_sub(at));
+            }
+            seq += 1;
             f(item);
             true
         })?;
+        ctx.latency.record(&samples);
+        samples.clear();
         tally.items_in += taken as u64;
         tally.items_out = tally.items_in;
         control.record(tally.items_in, tally.items_out);
@@ -503,7 +547,9 @@ pub(crate) trait ErasedStage: Send {
     /// The stage's name (`source` and `sink` for those).
     fn name(&self) -> &str;
     /// Runs on the calling thread until end of stream, a pause or an abort.
-    fn run(&mut self, control: &StageControl, batch: usize) -> StageExit;
+    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit;
+    /// Replaces the stamp queues (at a switch); `None` keeps that side.
+    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>);
     /// Gives the stage its input end (a boxed `Consumer<In>`).
     fn set_input(&mut self, input: Box<dyn Any + Send>);
     /// Gives the stage its output end (a boxed `Producer<Out>`).
@@ -549,6 +595,7 @@ pub(crate) struct SourceStage<T, I> {
     pub output: Option<RingOutbox<T>>,
     pub shm_output: Option<ShmOutbox<T>>,
     pub tally: Tally,
+    pub stamps: Stamps,
 }
 
 impl<T, I> ErasedStage for SourceStage<T, I>
@@ -560,14 +607,19 @@ where
         "source"
     }
 
-    fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
+    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
+        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
         if let Some(out) = self.shm_output.as_mut() {
-            return run_source(&mut self.iter, out, &mut self.tally, control, batch);
+            return run_source(&mut self.iter, out, tally, stamps, ctx);
         }
         match self.output.as_mut() {
-            Some(out) => run_source(&mut self.iter, out, &mut self.tally, control, batch),
+            Some(out) => run_source(&mut self.iter, out, tally, stamps, ctx),
             None => StageExit::Aborted,
         }
+    }
+
+    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
+        self.stamps.replace(rx, tx);
     }
 
     fn set_input(&mut self, _input: Box<dyn Any + Send>) {
@@ -627,6 +679,7 @@ pub(crate) struct TransformStage<In, Out, Op> {
     pub shm_input: Option<ShmInbox<In>>,
     pub shm_output: Option<ShmOutbox<Out>>,
     pub tally: Tally,
+    pub stamps: Stamps,
 }
 
 impl<In, Out, Op> ErasedStage for TransformStage<In, Out, Op>
@@ -639,17 +692,19 @@ where
         &self.name
     }
 
-    fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
-        let tally = &mut self.tally;
+    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
+        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
         if let (Some(input), Some(out)) = (self.shm_input.as_mut(), self.shm_output.as_mut()) {
-            return run_transform(&mut self.op, input, out, tally, control, batch);
+            return run_transform(&mut self.op, input, out, tally, stamps, ctx);
         }
         match (self.input.as_mut(), self.output.as_mut()) {
-            (Some(input), Some(out)) => {
-                run_transform(&mut self.op, input, out, tally, control, batch)
-            }
+            (Some(input), Some(out)) => run_transform(&mut self.op, input, out, tally, stamps, ctx),
             _ => StageExit::Aborted,
         }
+    }
+
+    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
+        self.stamps.replace(rx, tx);
     }
 
     fn set_input(&mut self, input: Box<dyn Any + Send>) {
@@ -712,6 +767,7 @@ pub(crate) struct SinkStage<T, F> {
     pub input: Option<Consumer<T>>,
     pub shm_input: Option<ShmInbox<T>>,
     pub tally: Tally,
+    pub stamps: Stamps,
 }
 
 impl<T, F> ErasedStage for SinkStage<T, F>
@@ -723,14 +779,19 @@ where
         "sink"
     }
 
-    fn run(&mut self, control: &StageControl, batch: usize) -> StageExit {
+    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
+        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
         if let Some(input) = self.shm_input.as_mut() {
-            return run_sink(&mut self.f, input, &mut self.tally, control, batch);
+            return run_sink(&mut self.f, input, tally, stamps, ctx);
         }
         match self.input.as_mut() {
-            Some(input) => run_sink(&mut self.f, input, &mut self.tally, control, batch),
+            Some(input) => run_sink(&mut self.f, input, tally, stamps, ctx),
             None => StageExit::Aborted,
         }
+    }
+
+    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
+        self.stamps.replace(rx, tx);
     }
 
     fn set_input(&mut self, input: Box<dyn Any + Send>) {
