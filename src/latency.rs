@@ -137,6 +137,19 @@ impl Stamps {
         Some(at)
     }
 
+    /// Takes the next stamp if its input is below `end` (the end of a
+    /// batch just taken), as `(seq, at)`.
+    #[inline]
+    pub(crate) fn take_below(&mut self, end: u64) -> Option<(u64, u64)> {
+        if self.next_seq >= end {
+            return None;
+        }
+        let (seq, at) = (self.next_seq, self.next_at);
+        self.next_seq = u64::MAX;
+        self.refresh(seq + 1);
+        Some((seq, at))
+    }
+
     /// Passes a stamp on with output `seq`.
     #[inline]
     pub(crate) fn forward(&mut self, seq: u64, at: u64) {

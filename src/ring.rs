@@ -55,6 +55,8 @@ use std::time::{Duration, Instant};
 #[must_use]
 pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     assert!(capacity > 0, "ring capacity must be at least 1");
+    // Before any handle exists: the handles' waits use asymmetric fences.
+    ringweave_ipc::fence::init();
     // Checked: above 2^(usize::BITS - 1) `next_power_of_two` overflows, and
     // in a release build it wraps to 0, which would leave no storage behind a
     // mask of all ones (out-of-bounds writes from safe code).
@@ -573,6 +575,84 @@ impl<T> Drop for Producer<T> {
     }
 }
 
+/// Moves up to `max` items from `input` through `f` into `output`, slot to
+/// slot, and publishes them with one store on each ring: the batch path of a
+/// one-to-one stage (`map`). Returns how many moved (0 if `input` is empty or
+/// `output` full).
+///
+/// Contiguous runs of both rings are walked with plain pointer offsets (at
+/// most three runs, where either ring wraps), so simple maps vectorise. If
+/// `f` panics, what was taken (including the item `f` got) is released and
+/// what was written is published, so no item is dropped twice or lost from
+/// the output side.
+#[cfg(not(ringweave_loom))]
+pub(crate) fn map_chunk<In, Out>(
+    input: &mut Consumer<In>,
+    output: &mut Producer<Out>,
+    max: usize,
+    mut f: impl FnMut(In) -> Out,
+) -> usize {
+    let n = (input.cursor.available(&input.shared.index, max as u64) as usize).min(max);
+    let n = n.min(output.cursor.free(&output.shared.index, n as u64) as usize);
+    if n == 0 {
+        return 0;
+    }
+
+    /// Publishes what was written and releases what was taken, also while
+    /// unwinding from a panic in `f`.
+    struct Commit<'a, In, Out> {
+        input: &'a mut Consumer<In>,
+        output: &'a mut Producer<Out>,
+        taken: usize,
+        written: usize,
+    }
+    impl<In, Out> Drop for Commit<'_, In, Out> {
+        fn drop(&mut self) {
+            if self.written > 0 {
+                self.output.commit_written(self.written);
+            }
+            if self.taken > 0 {
+                self.input.release_read(self.taken);
+            }
+        }
+    }
+
+    let mut commit = Commit {
+        input,
+        output,
+        taken: 0,
+        written: 0,
+    };
+    let (src, src_len) = (commit.input.shared.base(), commit.input.shared.slots.len());
+    let (dst, dst_len) = (
+        commit.output.shared.base(),
+        commit.output.shared.slots.len(),
+    );
+    let mut read = commit.input.cursor.position();
+    let mut write = commit.output.cursor.position();
+    let mut left = n;
+    while left > 0 {
+        let si = (read & commit.input.shared.mask) as usize;
+        let di = (write & commit.output.shared.mask) as usize;
+        let run = left.min(src_len - si).min(dst_len - di);
+        for j in 0..run {
+            // SAFETY: `read + j` is published and unread (within `available`),
+            // and is read once: `taken` moves past it before `f` runs.
+            let item = unsafe { src.add(si + j).read().assume_init() };
+            commit.taken += 1;
+            let value = f(item);
+            // SAFETY: `write + j` is free (within `free`) and written once
+            // before the commit publishes it.
+            unsafe { dst.add(di + j).write(MaybeUninit::new(value)) };
+            commit.written += 1;
+        }
+        read += run as u64;
+        write += run as u64;
+        left -= run;
+    }
+    n
+}
+
 /// Free slots reserved by [`Producer::write_chunk_uninit`].
 ///
 /// Dropping it without committing publishes nothing (and drops nothing:
@@ -629,15 +709,29 @@ impl<T> WriteChunkUninit<'_, T> {
 
     /// Writes items from `iter` into the reserved slots until either runs out,
     /// and publishes what was written with one store. Returns the count.
-    pub fn fill_from_iter<I: IntoIterator<Item = T>>(self, iter: I) -> usize {
-        let shared = &*self.producer.shared;
-        let start = self.producer.cursor.position();
+    pub fn fill_from_iter<I: IntoIterator<Item = T>>(mut self, iter: I) -> usize {
+        let mut iter = iter.into_iter();
         let mut written = 0;
-        for value in iter.into_iter().take(self.len) {
-            // SAFETY: position `start + written` is one of the reserved free
-            // slots.
-            unsafe { shared.write(start + written as u64, value) };
-            written += 1;
+        #[cfg(not(ringweave_loom))]
+        {
+            // Walk the (at most two) contiguous runs: no masking per item.
+            let (a, b) = self.as_mut_slices();
+            for slot in a.iter_mut().chain(b.iter_mut()) {
+                let Some(value) = iter.next() else { break };
+                slot.write(value);
+                written += 1;
+            }
+        }
+        #[cfg(ringweave_loom)]
+        {
+            let shared = &*self.producer.shared;
+            let start = self.producer.cursor.position();
+            for value in iter.take(self.len) {
+                // SAFETY: position `start + written` is one of the reserved
+                // free slots.
+                unsafe { shared.write(start + written as u64, value) };
+                written += 1;
+            }
         }
         if written > 0 {
             self.producer.commit_written(written);

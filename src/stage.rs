@@ -12,7 +12,7 @@ use crate::control::StageControl;
 use crate::error::Error;
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
-use crate::ring::{Consumer, Producer, WaitOutcome};
+use crate::ring::{map_chunk, Consumer, Producer, WaitOutcome};
 use crate::shm::{ShmInbox, ShmOutbox};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
 use std::any::Any;
@@ -29,6 +29,16 @@ pub(crate) trait Emit<T> {
 pub(crate) trait Operator<In, Out>: Send + 'static {
     /// Processes one input, emitting zero or more outputs in order.
     fn process<E: Emit<Out>>(&mut self, item: In, out: &mut E);
+
+    /// Whether every input yields exactly one output through
+    /// [`map_one`](Self::map_one): such a stage moves whole batches slot to
+    /// slot between in-process rings.
+    const ONE_TO_ONE: bool = false;
+
+    /// The output of one input, for `ONE_TO_ONE` operators.
+    fn map_one(&mut self, _item: In) -> Out {
+        unreachable!("map_one on an operator that is not one-to-one")
+    }
 
     /// Archives the operator's state into `area` (a worker pausing for a
     /// switch back); returns its length. Stateless operators write nothing.
@@ -56,6 +66,13 @@ where
     #[inline]
     fn process<E: Emit<Out>>(&mut self, item: In, out: &mut E) {
         out.emit((self.0)(item));
+    }
+
+    const ONE_TO_ONE: bool = true;
+
+    #[inline]
+    fn map_one(&mut self, item: In) -> Out {
+        (self.0)(item)
     }
 }
 
@@ -170,6 +187,11 @@ pub(crate) trait Inbox<T> {
     /// which `each` returns `false`. Releases what it took with one store and
     /// returns how many.
     fn take(&mut self, n: usize, each: impl FnMut(T) -> bool) -> Result<usize, StageExit>;
+
+    /// The in-process ring behind this input, for batch paths.
+    fn ring(&mut self) -> Option<&mut Consumer<T>> {
+        None
+    }
 }
 
 /// The output side of a stage loop.
@@ -184,6 +206,13 @@ pub(crate) trait Outbox<T>: Emit<T> {
     /// interruptible by the barrier: a stage pauses only with nothing
     /// waiting (see [`run_transform`]).
     fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit>;
+
+    /// The in-process ring behind this output, for batch paths that write
+    /// and publish slots themselves: only when nothing is staged or
+    /// waiting, so their items go right after what is published.
+    fn ring(&mut self) -> Option<&mut Producer<T>> {
+        None
+    }
 }
 
 /// The output end of an in-process stage: stages writes in the output ring's
@@ -292,6 +321,16 @@ impl<T> Outbox<T> for RingOutbox<T> {
         Ok(())
     }
 
+    #[inline]
+    fn ring(&mut self) -> Option<&mut Producer<T>> {
+        if self.staged > 0 || !self.pending.is_empty() {
+            return None;
+        }
+        // The caller publishes slots behind our back: forget the room we saw.
+        self.room = 0;
+        Some(&mut self.producer)
+    }
+
     fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit> {
         let want = self.pending.len().max(1);
         match self
@@ -313,6 +352,11 @@ impl<T> Inbox<T> for Consumer<T> {
                 WaitOutcome::Interrupted | WaitOutcome::TimedOut => interrupted(control)?,
             }
         }
+    }
+
+    #[inline]
+    fn ring(&mut self) -> Option<&mut Consumer<T>> {
+        Some(self)
     }
 
     #[inline]
@@ -405,10 +449,37 @@ pub(crate) fn run_source<T>(
     exit_of((|| loop {
         drain(out, control)?;
         boundary(control)?;
-        let mut produced = 0;
-        let mut ended = false;
         // One clock read per batch: stamp its first item if one is due.
         let stamp = stamps.source_due(Instant::now());
+        if let Some(ring) = out.ring() {
+            // Batch path: fill free slots straight from the iterator.
+            let room = ring.slots().min(ctx.batch);
+            if room == 0 {
+                match ring.wait_for_slots(1, None, || control.interrupted()) {
+                    WaitOutcome::Closed => return Err(StageExit::Aborted),
+                    WaitOutcome::Interrupted => interrupted(control)?,
+                    WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
+                }
+                continue;
+            }
+            if stamp {
+                // Queued before the items are published, so the next stage
+                // finds the stamp when it takes the item.
+                stamps.forward(tally.items_out, ctx.latency.now());
+            }
+            let produced = match ring.write_chunk_uninit(room) {
+                Ok(chunk) => chunk.fill_from_iter(iter.by_ref()),
+                Err(_) => 0,
+            };
+            tally.items_out += produced as u64;
+            control.record(tally.items_in, tally.items_out);
+            if produced < room {
+                return Err(StageExit::Finished);
+            }
+            continue;
+        }
+        let mut produced = 0;
+        let mut ended = false;
         while produced < ctx.batch {
             let Some(item) = iter.next() else {
                 ended = true;
@@ -442,8 +513,8 @@ pub(crate) fn run_source<T>(
 /// are flushed first, which needs the downstream stage running — the
 /// coordinator pauses stages from source to sink, one after the other, so it
 /// is.
-pub(crate) fn run_transform<In, Out>(
-    op: &mut impl Operator<In, Out>,
+pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
+    op: &mut Op,
     input: &mut impl Inbox<In>,
     out: &mut impl Outbox<Out>,
     tally: &mut Tally,
@@ -464,6 +535,28 @@ pub(crate) fn run_transform<In, Out>(
         };
         let (base_in, base_out) = (tally.items_in, tally.items_out);
         stamps.refresh(base_in);
+        if Op::ONE_TO_ONE {
+            if let (Some(input), Some(output)) = (input.ring(), out.ring()) {
+                let n = map_chunk(input, output, available.min(ctx.batch), |x| op.map_one(x));
+                if n == 0 {
+                    // Output full, nothing waiting: the barrier may stop us here.
+                    match output.wait_for_slots(1, None, || control.interrupted()) {
+                        WaitOutcome::Closed => return Err(StageExit::Aborted),
+                        WaitOutcome::Interrupted => interrupted(control)?,
+                        WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
+                    }
+                    continue;
+                }
+                let end = base_in + n as u64;
+                while let Some((seq, at)) = stamps.take_below(end) {
+                    stamps.forward(base_out + (seq - base_in), at);
+                }
+                tally.items_in += n as u64;
+                tally.items_out += n as u64;
+                control.record(tally.items_in, tally.items_out);
+                continue;
+            }
+        }
         let mut emitted = Counting {
             inner: out,
             count: 0,
@@ -504,16 +597,19 @@ pub(crate) fn run_sink<T>(
     exit_of((|| loop {
         boundary(control)?;
         let available = input.await_items(control)?;
-        stamps.refresh(tally.items_in);
-        let mut seq = tally.items_in;
+        let base = tally.items_in;
+        stamps.refresh(base);
         let taken = input.take(available.min(ctx.batch), |item| {
-            if let Some(at) = stamps.take(seq) {
-                samples.push(ctx.latency.now().saturating_sub(at));
-            }
-            seq += 1;
             f(item);
             true
         })?;
+        // Stamped items of this batch were delivered by now: one clock read.
+        let end = base + taken as u64;
+        let mut now = None;
+        while let Some((_, at)) = stamps.take_below(end) {
+            let now = *now.get_or_insert_with(|| ctx.latency.now());
+            samples.push(now.saturating_sub(at));
+        }
         ctx.latency.record(&samples);
         samples.clear();
         tally.items_in += taken as u64;

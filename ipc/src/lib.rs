@@ -86,6 +86,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod fence;
 #[cfg(not(ringweave_loom))]
 pub mod futex;
 pub mod index;

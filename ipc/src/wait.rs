@@ -74,6 +74,20 @@ pub trait Sleeper {
     /// Wakes whoever sleeps on `flag`. Called only after the notifier has
     /// swapped the flag from [`WAITING`] to [`IDLE`].
     fn wake(&self, flag: &AtomicU32);
+
+    /// The sleeper's fence between arming the flag and re-checking: SeqCst
+    /// unless the sleeper pairs a heavier one with a lighter
+    /// [`notifier_fence`](Self::notifier_fence) (see [`crate::fence`]).
+    #[inline]
+    fn waiter_fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+
+    /// The notifier's fence between publishing and reading the flag.
+    #[inline]
+    fn notifier_fence(&self) {
+        fence(Ordering::SeqCst);
+    }
 }
 
 /// Waits until `ready()` returns `true` or `deadline` passes.
@@ -104,21 +118,32 @@ pub fn wait_until<S: Sleeper + ?Sized>(
         sleeper.prepare();
         // Release: publishes what `prepare` registered to the notifier's
         // AcqRel swap (SYNC POINT: waiter-register).
-        flag.store(WAITING, Ordering::Release);
+        //
+        // A swap, not a store, here and for every other write of the flag
+        // below: the flag has two writers (us, and the notifier's swap in
+        // `wake_armed`), and with every write an RMW its modification order
+        // is one chain. Loom 0.7 does not place a plain store after a
+        // concurrent RMW that read an older value, and then lets the
+        // notifier's post-fence load read that RMW's stale IDLE: a lost
+        // wake-up that the memory model forbids, reported as a deadlock (see
+        // loom-tests/tests/wakeup.rs). With RMWs loom checks the code that
+        // ships. The cost is an RMW on the way to sleep; `notify`'s fast path
+        // is unchanged.
+        flag.swap(WAITING, Ordering::Release);
         // SYNC POINT: waiter-flag. SeqCst fence, because this is a
         // store→load pattern (our flag store, then `ready()`'s loads) racing
         // the mirror pattern in `notify`; Acquire/Release cannot order a store
         // before a later load. Pairs with the fence in `notify`.
-        fence(Ordering::SeqCst);
+        sleeper.waiter_fence();
         if ready() {
             // Relaxed: a notifier that still sees WAITING only wakes us
-            // spuriously.
-            flag.store(IDLE, Ordering::Relaxed);
+            // spuriously. A swap for the reason given above.
+            flag.swap(IDLE, Ordering::Relaxed);
             return true;
         }
         if let Some(deadline) = deadline {
             if Instant::now() >= deadline {
-                flag.store(IDLE, Ordering::Relaxed);
+                flag.swap(IDLE, Ordering::Relaxed);
                 return ready();
             }
         }
@@ -131,7 +156,7 @@ pub fn wait_until<S: Sleeper + ?Sized>(
 #[inline]
 pub fn notify<S: Sleeper + ?Sized>(flag: &AtomicU32, sleeper: &S) {
     // SYNC POINT: waiter-flag. Pairs with the fence in `wait_until`; see there.
-    fence(Ordering::SeqCst);
+    sleeper.notifier_fence();
     // Relaxed: ordered by the fence above; a stale IDLE is impossible for a
     // sleeper that armed before our fence (Dekker), and a sleeper that arms
     // after it will see our data.
@@ -171,6 +196,19 @@ impl ThreadSleeper {
 }
 
 impl Sleeper for ThreadSleeper {
+    /// `membarrier` where the process registered for it (see
+    /// [`crate::fence`]): sleeping threads pay, notifiers do not.
+    #[inline]
+    fn waiter_fence(&self) {
+        crate::fence::heavy();
+    }
+
+    /// A compiler fence where the waiter side uses `membarrier`.
+    #[inline]
+    fn notifier_fence(&self) {
+        crate::fence::light();
+    }
+
     fn prepare(&self) {
         // Re-registered on every sleep: a ring handle may move to another
         // thread between sleeps (a pipeline re-spawns its stages at a switch).
