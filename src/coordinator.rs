@@ -210,6 +210,30 @@ impl Coordinator {
 
     /// Runs until every stage has ended, then reports.
     pub(crate) fn run(mut self) -> Result<RunReport, Error> {
+        let span = tracing::info_span!("ringweave_run", stages = self.len());
+        let _entered = span.enter();
+        tracing::info!(
+            stages = ?self.shared.names,
+            mode = ?self.options.mode,
+            ring_capacity = self.options.ring_capacity,
+            "pipeline started"
+        );
+        let result = self.run_to_end();
+        match &result {
+            Ok(report) => tracing::info!(
+                produced = report.items_produced,
+                delivered = report.items_delivered,
+                final_mode = %report.final_mode,
+                switches = report.switches.len(),
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                "pipeline finished"
+            ),
+            Err(error) => tracing::error!(%error, "pipeline failed"),
+        }
+        result
+    }
+
+    fn run_to_end(&mut self) -> Result<RunReport, Error> {
         if let ExecutionMode::Distributed = self.options.mode {
             self.start_distributed();
         }
@@ -310,7 +334,7 @@ impl Coordinator {
     /// Records the first failure and stops everything.
     pub(crate) fn fail(&mut self, error: Error) {
         if self.failure.is_none() {
-            tracing::error!(%error, "pipeline failed");
+            tracing::error!(%error, "stopping the pipeline");
             self.failure = Some(error);
         }
         self.abort();

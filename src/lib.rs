@@ -94,3 +94,8 @@ pub use report::{
     LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
 };
 pub use ringweave_ipc::wait::WaitStrategy;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
