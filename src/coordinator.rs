@@ -143,6 +143,8 @@ pub(crate) struct Coordinator {
     pub last_rotation: Instant,
     /// The switch whose after-effect is still to be measured.
     pub impact_pending: Option<usize>,
+    /// When a worker was first seen stopping because a neighbour failed.
+    pub reaction_seen: Option<Instant>,
     /// No automatic switch before this instant.
     pub cooldown_until: Instant,
     pub distributed: Option<crate::distributed::Distributed>,
@@ -469,10 +471,15 @@ impl Coordinator {
             self.last_rotation = now;
         }
         telemetry.mode = Some(self.mode);
-        telemetry.throughput = self
+        // Just after a switch the window holds one sample and no rate yet:
+        // keep showing the last one rather than 0.
+        if let Some(rate) = self
             .monitor
             .rate()
-            .unwrap_or_else(|| self.monitor.rate_so_far());
+            .or_else(|| self.monitor.rate_if_spanned())
+        {
+            telemetry.throughput = rate;
+        }
         telemetry.stage_rates = self.stage_windows.iter().map(|w| w.rate_so_far()).collect();
         telemetry.fills = fills;
         if let (Some(i), Some(rate)) = (self.impact_pending, self.monitor.rate()) {

@@ -83,6 +83,27 @@ impl Drop for Distributed {
     }
 }
 
+/// The data segment with its rings, residual items archived in them, and
+/// every ring end not yet handed to its user.
+struct LaidOut {
+    data: Arc<Segment>,
+    rings: Vec<RecordRing>,
+    stamp_rings: Vec<RecordRing>,
+    stamp_tx: Vec<Option<StampTx>>,
+    stamp_rx: Vec<Option<StampRx>>,
+    producers: Vec<Option<Box<dyn Any + Send>>>,
+    consumers: Vec<Option<Box<dyn Any + Send>>>,
+    items: u64,
+    bytes: u64,
+}
+
+/// Why `lay_out` failed: the residual items did not fit (a larger ring may
+/// do), or anything else.
+enum LayOutError {
+    Full(String),
+    Other(String),
+}
+
 /// What a switch transaction returns to `Coordinator::switch`.
 pub(crate) type Transaction = (SwitchOutcome, u64, u64, Duration);
 
@@ -176,44 +197,47 @@ impl Coordinator {
         }
     }
 
-    fn build_distributed(&mut self) -> Result<(u64, u64), String> {
-        if !self.shared.controls.is_shared() {
-            return Err(
-                "the control table is not in shared memory (see the warning at start)".into(),
-            );
-        }
+    /// Creates the data segment with record rings of `ring_bytes` and
+    /// archives every edge's residual items into them, consuming nothing.
+    fn lay_out(&mut self, ring_bytes: usize) -> Result<LaidOut, LayOutError> {
         let n = self.len();
-        let ring_bytes = self.options.shm_ring_bytes;
-        let layout = RecordRing::layout(ring_bytes).map_err(|e| e.to_string())?;
+        let layout =
+            RecordRing::layout(ring_bytes).map_err(|e| LayOutError::Other(e.to_string()))?;
         let mut segment_layout = SegmentLayout::new();
         let offsets = (0..n - 1)
             .map(|_| segment_layout.reserve(layout))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let stamp_layout = RecordRing::layout(STAMP_RING_BYTES).map_err(|e| e.to_string())?;
+            .map_err(|e| LayOutError::Other(e.to_string()))?;
+        let stamp_layout =
+            RecordRing::layout(STAMP_RING_BYTES).map_err(|e| LayOutError::Other(e.to_string()))?;
         let stamp_offsets = (0..n - 1)
             .map(|_| segment_layout.reserve(stamp_layout))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LayOutError::Other(e.to_string()))?;
         if self.options.faults.contains(&Fault::SegmentCreate) {
-            return Err("data segment: injected failure".into());
+            return Err(LayOutError::Other("data segment: injected failure".into()));
         }
         let data = Segment::create("ringweave-data", segment_layout.size())
             .map(Arc::new)
-            .map_err(|e| format!("data segment of {} bytes: {e}", segment_layout.size()))?;
+            .map_err(|e| {
+                LayOutError::Other(format!(
+                    "data segment of {} bytes: {e}",
+                    segment_layout.size()
+                ))
+            })?;
         let rings = offsets
             .iter()
             .map(|&offset| RecordRing::new(&data, offset, ring_bytes))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LayOutError::Other(e.to_string()))?;
         let stamp_rings = stamp_offsets
             .iter()
             .map(|&offset| RecordRing::new(&data, offset, STAMP_RING_BYTES))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LayOutError::Other(e.to_string()))?;
         // SAFETY: fresh rings; each end goes to exactly one user (below),
         // and `stamp_rings` keeps the segment mapped for the parent's.
-        let (mut stamp_tx, mut stamp_rx): (Vec<_>, Vec<_>) = stamp_rings
+        let (stamp_tx, stamp_rx): (Vec<_>, Vec<_>) = stamp_rings
             .iter()
             .map(|ring| unsafe {
                 (
@@ -233,21 +257,71 @@ impl Coordinator {
             let (mut producer, consumer) = unsafe { self.edges[e].record_ends(ring) };
             let input = parked(&mut self.slots[e + 1])
                 .ring_input()
-                .ok_or_else(|| "stage without input".to_string())?;
-            let (i, b) = self.edges[e]
-                .copy_out(input, &mut *producer)
-                .map_err(|cause| {
-                    format!(
-                        "edge `{}` → `{}`: {cause}",
-                        self.shared.names[e],
-                        self.shared.names[e + 1]
-                    )
-                })?;
+                .ok_or_else(|| LayOutError::Other("stage without input".into()))?;
+            let (i, b) =
+                self.edges[e]
+                    .copy_out(input, &mut *producer)
+                    .map_err(|(full, cause)| {
+                        let cause = format!(
+                            "edge `{}` → `{}`: {cause}",
+                            self.shared.names[e],
+                            self.shared.names[e + 1]
+                        );
+                        if full {
+                            LayOutError::Full(cause)
+                        } else {
+                            LayOutError::Other(cause)
+                        }
+                    })?;
             items += i;
             bytes += b;
             producers.push(Some(producer));
             consumers.push(Some(consumer));
         }
+
+        Ok(LaidOut {
+            data,
+            rings,
+            stamp_rings,
+            stamp_tx,
+            stamp_rx,
+            producers,
+            consumers,
+            items,
+            bytes,
+        })
+    }
+
+    fn build_distributed(&mut self) -> Result<(u64, u64), String> {
+        if !self.shared.controls.is_shared() {
+            return Err(
+                "the control table is not in shared memory (see the warning at start)".into(),
+            );
+        }
+        let n = self.len();
+        // The residual items must fit their record rings; a ring too small
+        // for them is doubled (its pages cost nothing until touched) up to
+        // 64 times the configured size.
+        let mut ring_bytes = self.options.shm_ring_bytes;
+        let limit = ring_bytes.saturating_mul(64).min(RecordRing::MAX_CAPACITY);
+        let laid = loop {
+            match self.lay_out(ring_bytes) {
+                Ok(laid) => break laid,
+                Err(LayOutError::Full(_)) if ring_bytes < limit => ring_bytes *= 2,
+                Err(LayOutError::Full(cause) | LayOutError::Other(cause)) => return Err(cause),
+            }
+        };
+        let LaidOut {
+            data,
+            rings,
+            stamp_rings,
+            mut stamp_tx,
+            mut stamp_rx,
+            mut producers,
+            mut consumers,
+            items,
+            bytes,
+        } = laid;
 
         // Fork one worker per transform; each takes its two ends.
         let mut workers: Vec<Option<Worker>> = (0..n).map(|_| None).collect();
@@ -352,6 +426,9 @@ impl Coordinator {
                 self.pause_worker(index, deadline)
             };
             if !reached {
+                if self.failure.is_some() {
+                    return rolled_back_after(t0, "the run failed during the switch".into());
+                }
                 self.resume_distributed();
                 return (self.timed_out(index), 0, 0, t0.elapsed());
             }
@@ -389,6 +466,11 @@ impl Coordinator {
             // PAUSED in `worker_main`: the saved state is visible.
             let cmd = control.cmd().load(Ordering::Acquire);
             if cmd == PAUSED {
+                return true;
+            }
+            // A worker that finished its stream has reached every barrier;
+            // the caller sees the pipeline draining and rolls back.
+            if self.worker_finished(index) {
                 return true;
             }
             if self.check_workers() {
@@ -551,28 +633,44 @@ impl Coordinator {
     /// stage; any other end fails the run. Returns whether one failed.
     pub(crate) fn check_workers(&mut self) -> bool {
         let Some(dist) = self.distributed.as_mut() else {
-            return false;
+            return self.failure.is_some();
         };
-        let mut crashed = None;
+        // A worker stops by itself (EXIT_ABORTED) only because a neighbour
+        // failed: report the neighbour, not the one that reacted to it.
+        let mut culprit = None;
+        let mut reacted = None;
         for (index, worker) in dist.workers.iter_mut().enumerate() {
             let Some(worker) = worker else { continue };
-            if worker.exit().is_some() {
-                continue;
-            }
+            let pid = worker.pid().as_raw();
             match worker.try_status() {
-                Ok(Some(WorkerExit::Exited(0))) | Ok(None) => {}
+                Ok(None) | Ok(Some(WorkerExit::Exited(0))) => {}
+                Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
+                    reacted.get_or_insert((index, pid, describe(exit)));
+                }
                 Ok(Some(exit)) => {
-                    crashed = Some((index, worker.pid().as_raw(), describe(exit)));
-                    break;
+                    culprit.get_or_insert((index, pid, describe(exit)));
                 }
                 Err(e) => {
-                    crashed = Some((index, worker.pid().as_raw(), e.to_string()));
-                    break;
+                    culprit.get_or_insert((index, pid, e.to_string()));
                 }
             }
         }
-        let Some((index, pid, exit)) = crashed else {
-            return false;
+        // Reaped above either way; the first failure is already reported.
+        if self.failure.is_some() {
+            return true;
+        }
+        let (index, pid, exit) = match (culprit, reacted) {
+            (Some(culprit), _) => culprit,
+            (None, Some(reacted)) => {
+                // The failure it reacted to (a worker, or a thread here) is
+                // about to show; give it a moment before settling for this.
+                let seen = *self.reaction_seen.get_or_insert_with(Instant::now);
+                if seen.elapsed() < Duration::from_millis(500) {
+                    return false;
+                }
+                reacted
+            }
+            (None, None) => return false,
         };
         let message = read_error(&self.shared.controls, index);
         let stage = self.shared.names[index].clone();
@@ -591,6 +689,17 @@ impl Coordinator {
         };
         self.fail(error);
         true
+    }
+
+    /// Whether the worker of stage `index` has finished its stage (exited 0).
+    fn worker_finished(&mut self, index: usize) -> bool {
+        let Some(dist) = self.distributed.as_mut() else {
+            return false;
+        };
+        match dist.workers.get_mut(index) {
+            Some(Some(worker)) => matches!(worker.try_status(), Ok(Some(WorkerExit::Exited(0)))),
+            _ => false,
+        }
     }
 
     /// Whether a worker process still runs.

@@ -106,6 +106,12 @@ impl PipelineHandle {
         self.shared.metrics()
     }
 
+    /// Whether the run has ended (every stage finished, or it failed):
+    /// [`join`](Self::join) then returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.coordinator.as_ref().is_none_or(|c| c.is_finished())
+    }
+
     /// Items each stage has taken in and handed out so far, source first.
     pub fn stage_counts(&self) -> Vec<(String, u64, u64)> {
         self.shared
@@ -207,6 +213,7 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         stage_windows: (0..nodes.len()).map(|_| RateWindow::new(window)).collect(),
         last_rotation: started,
         impact_pending: None,
+        reaction_seen: None,
         cooldown_until: Instant::now(),
         distributed: None,
     };

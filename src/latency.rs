@@ -181,8 +181,10 @@ pub(crate) struct LatencyRecorder {
 
 impl LatencyRecorder {
     pub(crate) fn new(started: Instant) -> Self {
-        // Three significant figures, auto-resizing: never fails.
-        let histogram = Histogram::new(3).expect("3 significant figures is valid");
+        // 1 ns to one hour at three significant figures; `saturating_record`
+        // clamps anything longer to the hour (it does not resize).
+        let histogram = Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+            .expect("bounds and precision are valid");
         Self {
             started,
             recent: Mutex::new(histogram.clone()),

@@ -54,6 +54,13 @@ impl RateWindow {
         Some(c1.saturating_sub(c0) as f64 / span.as_secs_f64())
     }
 
+    /// Items per second over whatever the samples span, if they span any
+    /// time at all (for metrics, before the window is full).
+    pub(crate) fn rate_if_spanned(&self) -> Option<f64> {
+        let (&(t0, c0), &(t1, c1)) = (self.samples.front()?, self.samples.back()?);
+        (t1 > t0).then(|| c1.saturating_sub(c0) as f64 / t1.duration_since(t0).as_secs_f64())
+    }
+
     /// Items per second over whatever the samples span (for metrics).
     pub(crate) fn rate_so_far(&self) -> f64 {
         match (self.samples.front(), self.samples.back()) {

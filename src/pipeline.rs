@@ -24,7 +24,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Default bytes per shared-memory record ring (distributed mode). Pages
 /// are only touched as records pass, so a large ring costs address space,
 /// not memory.
-pub const DEFAULT_SHM_RING_BYTES: usize = 4 << 20;
+pub const DEFAULT_SHM_RING_BYTES: usize = 1 << 20;
 /// Default bytes a `stateful` stage's archived state may take when it moves
 /// back from a worker process.
 pub const DEFAULT_MAX_STATE_BYTES: usize = 1 << 20;
@@ -153,12 +153,13 @@ pub(crate) trait EdgeSpec: Send {
     /// Archives every item in a paused in-process ring (`consumer`: a
     /// `&mut Consumer<T>`) into `producer` (a `&mut RecordProducer<T>`) and
     /// publishes them, leaving the in-process ring untouched. Returns
-    /// `(items, bytes)`.
+    /// `(items, bytes)`; `Err((full, cause))`, with `full` when the items
+    /// did not fit the ring.
     fn copy_out(
         &self,
         consumer: &mut dyn Any,
         producer: &mut dyn Any,
-    ) -> Result<(u64, u64), String>;
+    ) -> Result<(u64, u64), (bool, String)>;
 
     /// Drops every item in a paused in-process ring (`&mut Consumer<T>`):
     /// the commit of a switch out, once the items live in the record ring.
@@ -211,7 +212,7 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         &self,
         consumer: &mut dyn Any,
         producer: &mut dyn Any,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), (bool, String)> {
         let consumer = end_mut::<ring::Consumer<T>>(consumer);
         let producer = end_mut::<RecordProducer<T>>(producer);
         let before = producer.free_bytes();
@@ -224,13 +225,16 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
             match producer.push(item) {
                 Ok(()) => {}
                 Err(RecordPushError::Full) => {
-                    return Err(format!(
-                        "the {n} residual items need more than the {}-byte shared ring \
-                         ({i} fitted; raise shm_ring_bytes)",
-                        producer.capacity()
+                    return Err((
+                        true,
+                        format!(
+                            "the {n} residual items need more than the {}-byte shared ring \
+                             ({i} fitted; raise shm_ring_bytes)",
+                            producer.capacity()
+                        ),
                     ))
                 }
-                Err(e) => return Err(format!("residual item {i} of {n}: {e}")),
+                Err(e) => return Err((false, format!("residual item {i} of {n}: {e}"))),
             }
         }
         producer.flush();
@@ -379,8 +383,9 @@ impl<T: Item> Pipeline<T> {
     }
 
     /// Sets the bytes of each shared-memory record ring used in distributed
-    /// mode: a power of two, at least 64 (default 4 MiB). A switch whose
-    /// residual items do not fit is rolled back, saying so.
+    /// mode: a power of two, at least 64 (default 1 MiB). A switch whose
+    /// residual items do not fit doubles it, up to 64 times; beyond that it
+    /// is rolled back, saying so.
     pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
         self.parts.options.shm_ring_bytes = bytes;
         self
@@ -434,8 +439,9 @@ impl CompletePipeline {
     }
 
     /// Sets the bytes of each shared-memory record ring used in distributed
-    /// mode: a power of two, at least 64 (default 4 MiB). A switch whose
-    /// residual items do not fit is rolled back, saying so.
+    /// mode: a power of two, at least 64 (default 1 MiB). A switch whose
+    /// residual items do not fit doubles it, up to 64 times; beyond that it
+    /// is rolled back, saying so.
     pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
         self.parts.options.shm_ring_bytes = bytes;
         self

@@ -537,7 +537,18 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
         stamps.refresh(base_in);
         if Op::ONE_TO_ONE {
             if let (Some(input), Some(output)) = (input.ring(), out.ring()) {
-                let n = map_chunk(input, output, available.min(ctx.batch), |x| op.map_one(x));
+                // How many move now: stamps go out before the items are
+                // published, so the next stage finds them when it takes them.
+                let n = available
+                    .min(ctx.batch)
+                    .min(input.slots())
+                    .min(output.slots());
+                let end = base_in + n as u64;
+                while let Some((seq, at)) = stamps.take_below(end) {
+                    stamps.forward(base_out + (seq - base_in), at);
+                }
+                let moved = map_chunk(input, output, n, |x| op.map_one(x));
+                debug_assert_eq!(moved, n, "both ends are this thread's");
                 if n == 0 {
                     // Output full, nothing waiting: the barrier may stop us here.
                     match output.wait_for_slots(1, None, || control.interrupted()) {
@@ -546,10 +557,6 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
                         WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
                     }
                     continue;
-                }
-                let end = base_in + n as u64;
-                while let Some((seq, at)) = stamps.take_below(end) {
-                    stamps.forward(base_out + (seq - base_in), at);
                 }
                 tally.items_in += n as u64;
                 tally.items_out += n as u64;
