@@ -102,11 +102,14 @@ pub fn wait_until<S: Sleeper + ?Sized>(
     deadline: Option<Instant>,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
+    if ready() {
+        return true;
+    }
     for _ in 0..strategy.spins {
+        hint::spin_loop();
         if ready() {
             return true;
         }
-        hint::spin_loop();
     }
     for _ in 0..strategy.yields {
         if ready() {
