@@ -153,6 +153,9 @@ impl StageControl {
 pub(crate) const STARTING: u32 = 0;
 /// Worker status: attached and running its stage loop.
 pub(crate) const READY: u32 = 1;
+/// Worker status: told to leave, it has let go of its control word and
+/// only exits from here.
+pub(crate) const LEAVING: u32 = 2;
 
 /// One stage's entry in the [`ControlTable`]: its control block plus what a
 /// worker process reports through shared memory.

@@ -25,7 +25,7 @@
 
 use crate::config::Mode;
 use crate::control::{
-    ControlTable, StageSlot, ABORT, EXIT, PAUSED, READY, RESUME, RUNNING, STARTING,
+    ControlTable, StageSlot, ABORT, EXIT, LEAVING, PAUSED, READY, RESUME, RUNNING, STARTING,
 };
 use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
@@ -442,8 +442,10 @@ impl Coordinator {
         }
         match self.read_back() {
             Ok((residual, states, items, bytes)) => {
-                self.leave_distributed(residual, states);
-                (SwitchOutcome::Completed, items, bytes, t0.elapsed())
+                let leaving = self.leave_distributed(residual, states);
+                let pause = t0.elapsed();
+                self.reap_leaving(leaving);
+                (SwitchOutcome::Completed, items, bytes, pause)
             }
             Err(cause) => {
                 self.resume_distributed();
@@ -583,26 +585,34 @@ impl Coordinator {
     }
 
     /// The commit of a switch back.
+    ///
+    /// Returns the workers, told to leave: reaping them (each tears down a
+    /// copy of the address space, milliseconds at 100 MB) is not part of the
+    /// pause, so the caller does it after the threads are running again.
     fn leave_distributed(
         &mut self,
         residual: Vec<Box<dyn Any + Send>>,
         states: Vec<Option<Box<dyn Any + Send>>>,
-    ) {
+    ) -> Vec<(usize, Worker)> {
         let Some(mut dist) = self.distributed.take() else {
-            return;
+            return Vec::new();
         };
-        for (index, worker) in dist.workers.iter_mut().enumerate() {
-            let Some(worker) = worker.take() else {
-                continue;
-            };
-            let control = self.shared.controls.get(index);
+        // All at once: the workers only `_exit` from here, touching nothing.
+        let mut leaving: Vec<(usize, Worker)> = dist
+            .workers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, worker)| worker.take().map(|w| (index, w)))
+            .collect();
+        for (index, _) in &leaving {
+            let control = self.shared.controls.get(*index);
             control.cmd().store(EXIT, Ordering::Release);
             let _ = futex::wake(control.cmd(), u32::MAX);
-            match worker.wait() {
-                Ok(WorkerExit::Exited(0)) => {}
-                other => tracing::warn!(stage = %self.shared.names[index], ?other,
-                    "worker did not leave cleanly at a switch back"),
-            }
+        }
+        // The threads resumed below reuse these control words: each worker
+        // must have read its EXIT first (microseconds; its exit is not).
+        for (index, worker) in &mut leaving {
+            await_leaving(self.shared.controls.slot(*index), worker);
         }
         let sink = self.sink();
         parked(&mut self.slots[0]).detach_shm();
@@ -627,6 +637,18 @@ impl Coordinator {
         self.clear_pids();
         self.mode = Mode::InProcess;
         self.resume_threads();
+        leaving
+    }
+
+    /// Reaps workers told to leave at a switch back.
+    fn reap_leaving(&self, leaving: Vec<(usize, Worker)>) {
+        for (index, worker) in leaving {
+            match worker.wait() {
+                Ok(WorkerExit::Exited(0)) => {}
+                other => tracing::warn!(stage = %self.shared.names[index], ?other,
+                    "worker did not leave cleanly at a switch back"),
+            }
+        }
     }
 
     /// Notices workers that ended. A worker that exited 0 finished its
@@ -816,6 +838,20 @@ fn await_ready(slot: &StageSlot, worker: &mut Worker, deadline: Instant) -> Resu
     }
 }
 
+/// Waits until a worker told to leave says it has (or is gone).
+fn await_leaving(slot: &StageSlot, worker: &mut Worker) {
+    loop {
+        // SYNC POINT: worker-leaving. Pairs with the Release in
+        // `worker_main`: the worker no longer reads its control word.
+        let status = slot.status.load(Ordering::Acquire);
+        if status == LEAVING || !matches!(worker.try_status(), Ok(None)) {
+            return;
+        }
+        let until = Instant::now() + Duration::from_millis(2);
+        let _ = futex::wait_until(&slot.status, status, Some(until));
+    }
+}
+
 /// The message a worker left in its error area (empty if none).
 fn read_error(table: &ControlTable, index: usize) -> String {
     let slot = table.slot(index);
@@ -936,7 +972,13 @@ fn worker_main(
                 PAUSED => {
                     let _ = futex::wait(cmd, PAUSED, None);
                 }
-                EXIT => return 0,
+                EXIT => {
+                    // SYNC POINT: worker-leaving. Pairs with the Acquire in
+                    // `await_leaving`: nothing here reads `cmd` again.
+                    slot.status.store(LEAVING, Ordering::Release);
+                    let _ = futex::wake(&slot.status, u32::MAX);
+                    return 0;
+                }
                 ABORT => return EXIT_ABORTED,
                 RESUME => {
                     // A CAS, not a store: a new pause request may already

@@ -29,7 +29,11 @@ fn expected(n: u64) -> Vec<u64> {
 }
 
 fn pipeline(n: u64) -> ringweave::Pipeline<u64> {
-    Pipeline::from_iter(0..n)
+    stages(Pipeline::from_iter(0..n))
+}
+
+fn stages(source: ringweave::Pipeline<u64>) -> ringweave::Pipeline<u64> {
+    source
         .map("double", |x: u64| x * 2)
         .filter("div3", |x: &u64| x % 3 == 0)
         .flat_map("pair", |x: u64| [x, x + 1])
@@ -58,7 +62,21 @@ fn distributed_mode_start_to_finish() {
 #[test]
 fn manual_switches_both_ways_keep_the_sequence() {
     let (out, sink) = collector();
-    let handle = pipeline(N).ring_capacity(64).sink(sink).spawn().unwrap();
+    // The second half of the stream crawls until the switches are done, so
+    // the pipeline is still running for every one of them. (Crawls, not
+    // blocks: a source blocked inside `next()` cannot reach the barrier.)
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::clone(&release);
+    let source = (0..N).inspect(move |&x| {
+        if x >= N / 2 && !gate.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    });
+    let handle = stages(Pipeline::from_iter(source))
+        .ring_capacity(64)
+        .sink(sink)
+        .spawn()
+        .unwrap();
     let mut completed = 0;
     for k in 0..6 {
         let to = if k % 2 == 0 {
@@ -71,13 +89,11 @@ fn manual_switches_both_ways_keep_the_sequence() {
             completed += 1;
         }
     }
+    release.store(true, std::sync::atomic::Ordering::Relaxed);
     let report = handle.join().unwrap();
     let got = std::mem::take(&mut *out.lock().unwrap());
     assert_eq!(got.len(), expected(N).len());
     assert!(got == expected(N), "sequences differ");
     assert_eq!(report.switches.len(), 6);
-    eprintln!(
-        "{completed} of 6 switches completed: {:#?}",
-        report.switches
-    );
+    assert_eq!(completed, 6, "{:#?}", report.switches);
 }
