@@ -29,6 +29,49 @@ pub const DEFAULT_SHM_RING_BYTES: usize = 1 << 20;
 /// back from a worker process.
 pub const DEFAULT_MAX_STATE_BYTES: usize = 1 << 20;
 
+/// The run-option setters, the same on [`Pipeline`] and [`CompletePipeline`]
+/// (both hold their options in `self.parts.options`).
+macro_rules! option_setters {
+    () => {
+        /// Sets the execution mode (default [`ExecutionMode::InProcess`]).
+        pub fn mode(mut self, mode: ExecutionMode) -> Self {
+            self.parts.options.mode = mode;
+            self
+        }
+
+        /// Sets the slots per in-process ring: a power of two, at least 2
+        /// (default 4096). Checked by `run`/`spawn`.
+        pub fn ring_capacity(mut self, capacity: usize) -> Self {
+            self.parts.options.ring_capacity = capacity;
+            self
+        }
+
+        /// Sets how many items a stage takes from its input at once
+        /// (default 256). Larger batches amortise the ring's
+        /// synchronisation; smaller ones cut latency.
+        pub fn batch_size(mut self, batch: usize) -> Self {
+            self.parts.options.batch_size = batch;
+            self
+        }
+
+        /// Sets the bytes of each shared-memory record ring used in
+        /// distributed mode: a power of two, at least 64 (default 1 MiB). A
+        /// switch whose residual items do not fit doubles it, up to 64
+        /// times; beyond that it is rolled back, saying so.
+        pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
+            self.parts.options.shm_ring_bytes = bytes;
+            self
+        }
+
+        /// Sets the bytes a `stateful` stage's archived state may take when
+        /// it moves back from a worker process (default 1 MiB).
+        pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+            self.parts.options.max_state_bytes = bytes;
+            self
+        }
+    };
+}
+
 /// A pipeline under construction whose last stage emits `T`.
 ///
 /// Start with [`Pipeline::from_iter`], chain transforms, end with
@@ -361,42 +404,7 @@ impl<T: Item> Pipeline<T> {
         self.then(name, StatefulOp { state: initial, f })
     }
 
-    /// Sets the execution mode (default [`ExecutionMode::InProcess`]).
-    pub fn mode(mut self, mode: ExecutionMode) -> Self {
-        self.parts.options.mode = mode;
-        self
-    }
-
-    /// Sets the slots per in-process ring: a power of two, at least 2
-    /// (default 4096). Checked by `run`/`spawn`.
-    pub fn ring_capacity(mut self, capacity: usize) -> Self {
-        self.parts.options.ring_capacity = capacity;
-        self
-    }
-
-    /// Sets how many items a stage takes from its input at once (default
-    /// 256). Larger batches amortise the ring's synchronisation; smaller ones
-    /// cut latency.
-    pub fn batch_size(mut self, batch: usize) -> Self {
-        self.parts.options.batch_size = batch;
-        self
-    }
-
-    /// Sets the bytes of each shared-memory record ring used in distributed
-    /// mode: a power of two, at least 64 (default 1 MiB). A switch whose
-    /// residual items do not fit doubles it, up to 64 times; beyond that it
-    /// is rolled back, saying so.
-    pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
-        self.parts.options.shm_ring_bytes = bytes;
-        self
-    }
-
-    /// Sets the bytes a `stateful` stage's archived state may take when it
-    /// moves back from a worker process (default 1 MiB).
-    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
-        self.parts.options.max_state_bytes = bytes;
-        self
-    }
+    option_setters!();
 
     /// Ends the pipeline with `f`, called on a thread of this process for
     /// every item in order.
@@ -420,39 +428,7 @@ pub struct CompletePipeline {
 }
 
 impl CompletePipeline {
-    /// Sets the execution mode (see [`Pipeline::mode`]).
-    pub fn mode(mut self, mode: ExecutionMode) -> Self {
-        self.parts.options.mode = mode;
-        self
-    }
-
-    /// Sets the ring capacity (see [`Pipeline::ring_capacity`]).
-    pub fn ring_capacity(mut self, capacity: usize) -> Self {
-        self.parts.options.ring_capacity = capacity;
-        self
-    }
-
-    /// Sets the batch size (see [`Pipeline::batch_size`]).
-    pub fn batch_size(mut self, batch: usize) -> Self {
-        self.parts.options.batch_size = batch;
-        self
-    }
-
-    /// Sets the bytes of each shared-memory record ring used in distributed
-    /// mode: a power of two, at least 64 (default 1 MiB). A switch whose
-    /// residual items do not fit doubles it, up to 64 times; beyond that it
-    /// is rolled back, saying so.
-    pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
-        self.parts.options.shm_ring_bytes = bytes;
-        self
-    }
-
-    /// Sets the bytes a `stateful` stage's archived state may take when it
-    /// moves back from a worker process (default 1 MiB).
-    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
-        self.parts.options.max_state_bytes = bytes;
-        self
-    }
+    option_setters!();
 
     /// Injects `fault` into every switch to distributed mode (tests only).
     #[doc(hidden)]

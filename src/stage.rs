@@ -673,14 +673,25 @@ pub(crate) trait ErasedStage: Send {
     /// Drops the shared-memory ends (closing them); the loop goes back to
     /// the in-process rings.
     fn detach_shm(&mut self);
+    /// The stage's counters.
+    fn tally_mut(&mut self) -> &mut Tally;
     /// Sets the counters (after the stage ran in a worker process).
-    fn set_tally(&mut self, items_in: u64, items_out: u64);
-    /// See [`Operator::save_state`].
-    fn save_state(&self, area: &mut [u8]) -> Result<usize, String>;
+    fn set_tally(&mut self, items_in: u64, items_out: u64) {
+        *self.tally_mut() = Tally {
+            items_in,
+            items_out,
+        };
+    }
+    /// See [`Operator::save_state`]; the source and sink have no state.
+    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
+        Ok(0)
+    }
     /// See [`Operator::decode_state`].
-    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String>;
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+        Ok(None)
+    }
     /// See [`Operator::set_state`].
-    fn set_state(&mut self, state: Box<dyn Any + Send>);
+    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
 }
 
 /// Unboxes shared-memory ends for `attach_shm`.
@@ -755,22 +766,9 @@ where
         self.shm_output = None;
     }
 
-    fn set_tally(&mut self, items_in: u64, items_out: u64) {
-        self.tally = Tally {
-            items_in,
-            items_out,
-        };
+    fn tally_mut(&mut self) -> &mut Tally {
+        &mut self.tally
     }
-
-    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
-        Ok(0)
-    }
-
-    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
-        Ok(None)
-    }
-
-    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
 }
 
 /// A transform stage: `map`, `filter`, `flat_map` or `stateful`.
@@ -844,11 +842,8 @@ where
         self.shm_output = None;
     }
 
-    fn set_tally(&mut self, items_in: u64, items_out: u64) {
-        self.tally = Tally {
-            items_in,
-            items_out,
-        };
+    fn tally_mut(&mut self) -> &mut Tally {
+        &mut self.tally
     }
 
     fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
@@ -927,22 +922,9 @@ where
         self.shm_input = None;
     }
 
-    fn set_tally(&mut self, items_in: u64, items_out: u64) {
-        self.tally = Tally {
-            items_in,
-            items_out,
-        };
+    fn tally_mut(&mut self) -> &mut Tally {
+        &mut self.tally
     }
-
-    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
-        Ok(0)
-    }
-
-    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
-        Ok(None)
-    }
-
-    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
 }
 
 /// Unboxes a ring end built for this stage's item type. The executor builds
