@@ -7,11 +7,12 @@
 //! exist under `RUSTFLAGS="--cfg ringweave_loom"`; a normal build compiles
 //! this crate and its tests to nothing. Run them with `scripts/loom.sh`.
 //!
-//! This library holds what the test files share: [`check`], which runs a model
+//! This library holds what the test files share (all three exist only under
+//! the loom cfg): `check`, which runs a model
 //! with a bounded preemption count and reports how many executions it
-//! explored, [`Tracked`], an item that logs its own drop so a model can
+//! explored, `Tracked`, an item that logs its own drop so a model can
 //! assert that every item was dropped exactly once, in FIFO order, and
-//! [`spawn`], a thread spawn whose join steps around a loom artefact.
+//! `spawn`, a thread spawn whose join steps around a loom artefact.
 //!
 //! [loom]: https://docs.rs/loom
 
