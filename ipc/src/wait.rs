@@ -46,7 +46,7 @@ impl Default for WaitStrategy {
     fn default() -> Self {
         Self {
             spins: 16,
-            yields: 8,
+            yields: 64,
         }
     }
 }
