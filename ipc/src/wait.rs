@@ -44,6 +44,18 @@ pub struct WaitStrategy {
 
 impl Default for WaitStrategy {
     fn default() -> Self {
+        // Under loom every spin and yield is a scheduling point the model
+        // checker explores: keep one of each there (the count is tuning,
+        // not protocol).
+        if crate::sync::LOOM {
+            return Self {
+                spins: 1,
+                yields: 1,
+            };
+        }
+        // Parking costs a membarrier (see `crate::fence`), so yield for a
+        // while first: with more threads than cores a yield hands the core
+        // to the thread we wait for.
         Self {
             spins: 16,
             yields: 64,
