@@ -277,6 +277,12 @@ impl Coordinator {
         if self.mode == Mode::Distributed {
             // Learn of a crashed worker within a few milliseconds.
             tick = tick.min(Duration::from_millis(5));
+            if self.threads_running() == 0 {
+                // Only workers are left, and no thread will send a message:
+                // they are finishing (or failing), so look often — a 5 ms
+                // tick here was most of a short distributed run.
+                tick = tick.min(Duration::from_micros(200));
+            }
         }
         tick
     }

@@ -7,6 +7,7 @@ use crate::item::Item;
 use crate::latency::Stamps;
 use crate::report::RunReport;
 use crate::ring::{self, RingWaker};
+use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
 use crate::stage::RingOutbox;
 use crate::stage::{
     ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, SourceStage, StatefulOp, Tally,
@@ -184,7 +185,8 @@ pub(crate) trait EdgeSpec: Send {
     fn ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>, RingWaker);
 
     /// The two ends of `ring` for this edge's item type: boxed
-    /// `RecordProducer<T>` and `RecordConsumer<T>`.
+    /// `RecordProducer<Vec<T>>` and `RecordConsumer<Vec<T>>` (items cross
+    /// in runs, one record per run: see `ShmOutbox`).
     ///
     /// # Safety
     ///
@@ -194,7 +196,7 @@ pub(crate) trait EdgeSpec: Send {
     unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>);
 
     /// Archives every item in a paused in-process ring (`consumer`: a
-    /// `&mut Consumer<T>`) into `producer` (a `&mut RecordProducer<T>`) and
+    /// `&mut Consumer<T>`) into `producer` (a `&mut RecordProducer<Vec<T>>`) and
     /// publishes them, leaving the in-process ring untouched. Returns
     /// `(items, bytes)`; `Err((full, cause))`, with `full` when the items
     /// did not fit the ring.
@@ -247,7 +249,8 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
 
     unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>) {
         // SAFETY: forwarded to the caller.
-        let (producer, consumer) = unsafe { (ring.producer::<T>(), ring.consumer::<T>()) };
+        let (producer, consumer) =
+            unsafe { (ring.producer::<Vec<T>>(), ring.consumer::<Vec<T>>()) };
         (Box::new(producer), Box::new(consumer))
     }
 
@@ -257,27 +260,31 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         producer: &mut dyn Any,
     ) -> Result<(u64, u64), (bool, String)> {
         let consumer = end_mut::<ring::Consumer<T>>(consumer);
-        let producer = end_mut::<RecordProducer<T>>(producer);
+        let producer = end_mut::<RecordProducer<Vec<T>>>(producer);
         let before = producer.free_bytes();
         let n = consumer.slots();
         let Ok(chunk) = consumer.read_chunk(n) else {
             return Ok((0, 0));
         };
         let (a, b) = chunk.as_slices();
-        for (i, item) in a.iter().chain(b).enumerate() {
-            match producer.push(item) {
+        let mut per_record = MAX_ITEMS_PER_RECORD;
+        let mut fitted = 0;
+        for part in [a, b] {
+            let (done, result) = stage_items(producer, part, &mut per_record);
+            fitted += done;
+            match result {
                 Ok(()) => {}
                 Err(RecordPushError::Full) => {
                     return Err((
                         true,
                         format!(
                             "the {n} residual items need more than the {}-byte shared ring \
-                             ({i} fitted; raise shm_ring_bytes)",
+                             ({fitted} fitted; raise shm_ring_bytes)",
                             producer.capacity()
                         ),
                     ))
                 }
-                Err(e) => return Err((false, format!("residual item {i} of {n}: {e}"))),
+                Err(e) => return Err((false, format!("residual item {fitted} of {n}: {e}"))),
             }
         }
         producer.flush();
@@ -297,9 +304,12 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         ring: &RecordRing,
     ) -> Result<(Box<dyn Any + Send>, u64, u64), RecordError> {
         // SAFETY: forwarded to the caller.
-        let unread = unsafe { ring.peek_unread::<T>() };
+        let unread = unsafe { ring.peek_unread::<Vec<T>>() };
         let bytes = unread.remaining_bytes();
-        let items = unread.collect::<Result<Vec<T>, RecordError>>()?;
+        let mut items = Vec::new();
+        for run in unread {
+            items.extend(run?);
+        }
         let n = items.len() as u64;
         Ok((Box::new(items), n, bytes))
     }

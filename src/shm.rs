@@ -6,21 +6,37 @@ use crate::control::StageControl;
 use crate::error::Error;
 use crate::item::Item;
 use crate::stage::{interrupted, Emit, Inbox, Outbox, StageExit};
-use ringweave_ipc::record::RecordError;
+use ringweave_ipc::record::{RecordError, VecOf};
 use ringweave_ipc::record_ring::{
     PopError, PushError, RecordConsumer, RecordProducer, WaitOutcome,
 };
-use std::collections::VecDeque;
 
-/// The output of a stage into a record ring: each emitted item is archived
-/// in place into the ring's free bytes (staged), and published with one
-/// store per batch by `flush`.
+/// Most items one record carries.
+pub(crate) const MAX_ITEMS_PER_RECORD: usize = 4096;
+
+/// The output of a stage into a record ring of `Vec<T>` records: emitted
+/// items are held, in order, and archived as runs — one record per run,
+/// written in place into the ring's free bytes by [`VecOf`] — then published
+/// with one store per batch by `flush`.
 ///
-/// Items that do not fit wait in `pending`, in order, as in the in-process
-/// `RingOutbox`.
+/// A record per run rather than per item is what makes the shared-memory
+/// hop cheap: one frame header, one validation and one release per run, and
+/// for plain-old-data items the archive is a single copy of the run.
+///
+/// Invariant: after `flush`, every held item is staged and published, or
+/// `full` is set (the loop then takes no input, see [`Outbox`]).
 pub(crate) struct ShmOutbox<T> {
-    producer: RecordProducer<T>,
-    pending: VecDeque<T>,
+    producer: RecordProducer<Vec<T>>,
+    /// Emitted items; `held[..staged]` are archived into the ring already
+    /// and are dropped when the rest are.
+    held: Vec<T>,
+    staged: usize,
+    /// Most items per record: a run's archive is kept to about an eighth of
+    /// the ring, so that a record neither waits for a nearly empty ring nor
+    /// holds back the consumer for long.
+    per_record: usize,
+    /// The last attempt to stage found no room.
+    full: bool,
     /// The stage this outbox belongs to, for error messages.
     stage: String,
     /// A record that can never be written (too large, or its `Serialize`
@@ -29,10 +45,13 @@ pub(crate) struct ShmOutbox<T> {
 }
 
 impl<T> ShmOutbox<T> {
-    pub(crate) fn new(producer: RecordProducer<T>, stage: &str) -> Self {
+    pub(crate) fn new(producer: RecordProducer<Vec<T>>, stage: &str) -> Self {
         Self {
             producer,
-            pending: VecDeque::new(),
+            held: Vec::new(),
+            staged: 0,
+            per_record: MAX_ITEMS_PER_RECORD,
+            full: false,
             stage: stage.to_owned(),
             error: None,
         }
@@ -46,27 +65,66 @@ impl<T> ShmOutbox<T> {
     }
 }
 
+/// Stages `items` into `producer` as records of at most `*per_record`
+/// items each, adapting `*per_record` to the ring (see
+/// [`ShmOutbox::per_record`]). Returns how many items are staged; stops
+/// early at `Err(Full)`, with the count so far.
+pub(crate) fn stage_items<T: Item>(
+    producer: &mut RecordProducer<Vec<T>>,
+    items: &[T],
+    per_record: &mut usize,
+) -> (usize, Result<(), PushError>) {
+    let target = (producer.capacity() / 8).max(1);
+    let mut done = 0;
+    while done < items.len() {
+        let k = (*per_record).min(items.len() - done);
+        let before = producer.staged_bytes();
+        match producer.push_as(&VecOf(&items[done..done + k])) {
+            Ok(()) => {
+                done += k;
+                let bytes = (producer.staged_bytes() - before).max(1);
+                // Scale the run towards `target` bytes per record.
+                *per_record = (k.saturating_mul(target) / bytes).clamp(1, MAX_ITEMS_PER_RECORD);
+            }
+            Err(PushError::Record(RecordError::TooLarge { .. })) if k > 1 => *per_record = k / 2,
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}
+
+impl<T: Item> ShmOutbox<T> {
+    /// Stages every held item that fits; drops them once all are staged.
+    fn stage_held(&mut self) {
+        let (done, result) =
+            stage_items(&mut self.producer, &self.held[self.staged..], &mut self.per_record);
+        self.staged += done;
+        match result {
+            Ok(()) => {
+                self.held.clear();
+                self.staged = 0;
+                self.full = false;
+            }
+            Err(PushError::Record(e)) => self.error = Some(e),
+            Err(_) => self.full = true,
+        }
+    }
+}
+
 impl<T: Item> Emit<T> for ShmOutbox<T> {
     #[inline]
     fn emit(&mut self, item: T) {
-        if self.pending.is_empty() && self.error.is_none() {
-            match self.producer.push(&item) {
-                Ok(()) => return,
-                Err(PushError::Record(e)) => {
-                    self.error = Some(e);
-                    return;
-                }
-                Err(_) => {}
-            }
+        self.held.push(item);
+        if self.held.len() - self.staged >= self.per_record && !self.is_congested() {
+            self.stage_held();
         }
-        self.pending.push_back(item);
     }
 }
 
 impl<T: Item> Outbox<T> for ShmOutbox<T> {
     #[inline]
     fn is_congested(&self) -> bool {
-        !self.pending.is_empty() || self.error.is_some()
+        self.full || self.error.is_some()
     }
 
     fn flush(&mut self) -> Result<(), StageExit> {
@@ -74,33 +132,52 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
             return Err(self.fail(error));
         }
         self.producer.flush();
-        while let Some(front) = self.pending.front() {
-            match self.producer.push(front) {
-                Ok(()) => {
-                    self.pending.pop_front();
-                }
-                Err(PushError::Record(e)) => return Err(self.fail(e)),
-                Err(_) => break,
-            }
+        if self.staged < self.held.len() {
+            self.stage_held();
+            self.producer.flush();
         }
-        self.producer.flush();
-        Ok(())
+        match self.error.take() {
+            Some(error) => Err(self.fail(error)),
+            None => Ok(()),
+        }
+    }
+
+    #[inline]
+    fn buffer(&mut self) -> Option<&mut Vec<T>> {
+        if self.is_congested() {
+            None
+        } else {
+            Some(&mut self.held)
+        }
     }
 
     fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit> {
-        let Some(front) = self.pending.front() else {
+        if self.staged == self.held.len() {
             return Ok(());
-        };
-        // Waits for exactly the room the oldest waiting item needs.
+        }
+        // Waits for exactly the room the oldest waiting run needs.
+        let k = self.per_record.min(self.held.len() - self.staged);
+        let run = VecOf(&self.held[self.staged..self.staged + k]);
         match self
             .producer
-            .push_until(front, None, || control.is_aborted())
+            .push_as_until(&run, None, || control.is_aborted())
         {
             Ok(()) => {
-                self.pending.pop_front();
+                self.staged += k;
+                if self.staged == self.held.len() {
+                    self.held.clear();
+                    self.staged = 0;
+                    self.full = false;
+                }
                 Ok(())
             }
             Err(PushError::Full) => Ok(()),
+            // Too large even alone in the ring: smaller runs, at the flush.
+            Err(PushError::Record(RecordError::TooLarge { .. })) if k > 1 => {
+                self.per_record = k / 2;
+                self.full = false;
+                Ok(())
+            }
             Err(PushError::Record(e)) => Err(self.fail(e)),
             Err(PushError::Abandoned | PushError::Interrupted) => Err(StageExit::Aborted),
         }
@@ -109,12 +186,12 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
 
 /// The input of a stage from a record ring, with the stage name for errors.
 pub(crate) struct ShmInbox<T> {
-    consumer: RecordConsumer<T>,
+    consumer: RecordConsumer<Vec<T>>,
     stage: String,
 }
 
 impl<T> ShmInbox<T> {
-    pub(crate) fn new(consumer: RecordConsumer<T>, stage: &str) -> Self {
+    pub(crate) fn new(consumer: RecordConsumer<Vec<T>>, stage: &str) -> Self {
         Self {
             consumer,
             stage: stage.to_owned(),
@@ -145,28 +222,18 @@ impl<T: Item> Inbox<T> for ShmInbox<T> {
         }
     }
 
-    /// Takes up to `n` records, validated and deserialized, releasing them
-    /// with one store. Unlike the in-process ring it hands every record of
-    /// the batch on even if `each` asks to stop, so a congested stage may
-    /// hold up to one batch of outputs beyond the ring's room (still
-    /// bounded).
+    /// Takes whole records until at least `n` items (see
+    /// [`RecordConsumer::pop_items`]), releasing them with one store. Unlike
+    /// the in-process ring it hands every item of a record on even if `each`
+    /// asks to stop, so a congested stage may hold up to one record's
+    /// outputs beyond the ring's room (still bounded).
     fn take(&mut self, n: usize, mut each: impl FnMut(T) -> bool) -> Result<usize, StageExit> {
-        let mut sink = EachItem(&mut each);
-        match self.consumer.pop_batch(n, &mut sink) {
+        match self.consumer.pop_items(n, |item| {
+            each(item);
+        }) {
             Ok(taken) => Ok(taken),
             Err(PopError::Empty | PopError::Closed | PopError::Interrupted) => Ok(0),
             Err(PopError::Record(e)) => Err(self.fail(e)),
-        }
-    }
-}
-
-/// Feeds `pop_batch`'s output straight into the stage's per-item closure.
-struct EachItem<'a, F>(&'a mut F);
-
-impl<T, F: FnMut(T) -> bool> Extend<T> for EachItem<'_, F> {
-    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
-        for item in iter {
-            (self.0)(item);
         }
     }
 }

@@ -213,6 +213,14 @@ pub(crate) trait Outbox<T>: Emit<T> {
     fn ring(&mut self) -> Option<&mut Producer<T>> {
         None
     }
+
+    /// A buffer whose items the next `flush` sends on, after everything
+    /// emitted before: batch paths push outputs here instead of emitting
+    /// them one by one. `None` while congested, or if the outbox has none
+    /// (the in-process outbox uses [`ring`](Self::ring)).
+    fn buffer(&mut self) -> Option<&mut Vec<T>> {
+        None
+    }
 }
 
 /// The output end of an in-process stage: stages writes in the output ring's
@@ -478,6 +486,25 @@ pub(crate) fn run_source<T>(
             }
             continue;
         }
+        if let Some(buffer) = out.buffer() {
+            // Batch path (shared-memory output): the whole batch goes into
+            // the outbox's buffer, archived as one run at the flush.
+            let before = buffer.len();
+            buffer.extend(iter.by_ref().take(ctx.batch));
+            let produced = buffer.len() - before;
+            if stamp && produced > 0 {
+                // Queued before the items are published (at the flush).
+                stamps.forward(tally.items_out, ctx.latency.now());
+            }
+            out.flush()?;
+            tally.items_out += produced as u64;
+            control.record(tally.items_in, tally.items_out);
+            if produced < ctx.batch {
+                drain(out, control)?;
+                return Err(StageExit::Finished);
+            }
+            continue;
+        }
         let mut produced = 0;
         let mut ended = false;
         while produced < ctx.batch {
@@ -560,6 +587,26 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
                 }
                 tally.items_in += n as u64;
                 tally.items_out += n as u64;
+                control.record(tally.items_in, tally.items_out);
+                continue;
+            }
+        }
+        if Op::ONE_TO_ONE {
+            if let Some(buffer) = out.buffer() {
+                // Batch path (shared-memory ends): map whole records into
+                // the outbox's buffer, with no per-item bookkeeping; the
+                // batch's stamps are passed on before the flush publishes it.
+                let taken = input.take(available.min(ctx.batch), |x| {
+                    buffer.push(op.map_one(x));
+                    true
+                })?;
+                let end = base_in + taken as u64;
+                while let Some((seq, at)) = stamps.take_below(end) {
+                    stamps.forward(base_out + (seq - base_in), at);
+                }
+                out.flush()?;
+                tally.items_in += taken as u64;
+                tally.items_out += taken as u64;
                 control.record(tally.items_in, tally.items_out);
                 continue;
             }
@@ -696,11 +743,11 @@ pub(crate) trait ErasedStage: Send {
 
 /// Unboxes shared-memory ends for `attach_shm`.
 fn shm_in<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmInbox<T> {
-    ShmInbox::new(downcast::<RecordConsumer<T>>(end), stage)
+    ShmInbox::new(downcast::<RecordConsumer<Vec<T>>>(end), stage)
 }
 
 fn shm_out<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmOutbox<T> {
-    ShmOutbox::new(downcast::<RecordProducer<T>>(end), stage)
+    ShmOutbox::new(downcast::<RecordProducer<Vec<T>>>(end), stage)
 }
 
 /// The source: pulls from the user's iterator.

@@ -97,3 +97,30 @@ fn manual_switches_both_ways_keep_the_sequence() {
     assert_eq!(report.switches.len(), 6);
     assert_eq!(completed, 6, "{:#?}", report.switches);
 }
+
+/// Items cross in runs, one record per run; runs that cannot fit the shared
+/// ring are split down to single items, and the order survives.
+#[test]
+fn runs_split_to_fit_a_small_shared_ring() {
+    let n = 3_000u64;
+    let text = |i: u64| format!("{i:>6}:{}", "x".repeat((i % 9) as usize * 100));
+    let expected: Vec<String> = (0..n)
+        .map(text)
+        .flat_map(|s| [s.clone(), s.to_uppercase()])
+        .map(|s| s.len().to_string() + &s)
+        .collect();
+    let (out, sink) = collector();
+    let report = Pipeline::from_iter((0..n).map(text))
+        .flat_map("twice", |s: String| [s.clone(), s.to_uppercase()])
+        .map("len", |s: String| s.len().to_string() + &s)
+        // Up to ~900-byte items in a 4 KiB ring: at most a few per run.
+        .shm_ring_bytes(4096)
+        .mode(ExecutionMode::Distributed)
+        .sink(sink)
+        .run()
+        .unwrap();
+    let got = std::mem::take(&mut *out.lock().unwrap());
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "sequences differ");
+    assert_eq!(report.items_delivered, 2 * n);
+}

@@ -109,7 +109,10 @@ fn live_metrics_follow_a_switch() {
             local_threshold: usize::MAX / 4,
             monitoring_interval_ms: 10,
             window_size_ms: 20,
-            cooldown_ms: 0,
+            // The threshold is out of reach, so in distributed mode the
+            // policy would move back at its first full window — racing the
+            // reads below. The cooldown after the manual switch holds it off.
+            cooldown_ms: 600_000,
             ..Default::default()
         }))
         .sink(|_| {})

@@ -36,8 +36,9 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::{Arena, ArenaHandle};
-use rkyv::ser::{Positional, Writer};
-use rkyv::{Archive, Deserialize, Portable, Serialize};
+use rkyv::ser::{Allocator, Positional, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{Archive, Deserialize, Place, Portable, Serialize};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -89,6 +90,60 @@ where
     T::Archived: for<'a> CheckBytes<RecordValidator<'a>> + Deserialize<T, RecordDeserializer>,
 {
     type ArchivedRecord = <T as Archive>::Archived;
+}
+
+/// A value whose archive is an archive of the record type `T`: it may be
+/// pushed into a ring of `T`s (see
+/// [`RecordProducer::push_as`](crate::record_ring::RecordProducer::push_as)).
+///
+/// Every `T: Record` is a `RecordOf<T>`; so is [`VecOf`] for `Vec<T>`, which
+/// writes a borrowed slice as the archive of a `Vec`.
+pub trait RecordOf<T: Record>:
+    Archive<Archived = <T as Record>::ArchivedRecord> + for<'w, 'a> Serialize<RecordSerializer<'w, 'a>>
+{
+}
+
+impl<T: Record, U> RecordOf<T> for U where
+    U: Archive<Archived = <T as Record>::ArchivedRecord>
+        + for<'w, 'a> Serialize<RecordSerializer<'w, 'a>>
+{
+}
+
+/// A borrowed slice that archives exactly as a `Vec<T>` holding the same
+/// items: push a run of items into a ring of `Vec<T>` records without
+/// owning (or cloning) them.
+///
+/// ```
+/// use ringweave_ipc::record::VecOf;
+/// let items = [1u64, 2, 3];
+/// let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&VecOf(&items[1..])).unwrap();
+/// let back: Vec<u64> = rkyv::from_bytes::<Vec<u64>, rkyv::rancor::Error>(&bytes).unwrap();
+/// assert_eq!(back, [2, 3]);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct VecOf<'a, T>(pub &'a [T]);
+
+impl<T: Archive> Archive for VecOf<'_, T> {
+    type Archived = ArchivedVec<T::Archived>;
+    type Resolver = VecResolver;
+
+    #[inline]
+    fn resolve(&self, resolver: VecResolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+    }
+}
+
+impl<T, S> Serialize<S> for VecOf<'_, T>
+where
+    T: Serialize<S>,
+    S: rancor::Fallible + Allocator + Writer + ?Sized,
+{
+    #[inline]
+    fn serialize(&self, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        // The same bytes `Vec<T>` writes: for plain-old-data items (rkyv's
+        // copy optimization) one copy of the whole slice.
+        ArchivedVec::serialize_from_slice(self.0, serializer)
+    }
 }
 
 /// Alignment of every frame, and so of every archive, in a record ring.
@@ -199,12 +254,15 @@ impl fmt::Debug for SlotWriter<'_> {
 ///
 /// As for [`SlotWriter::new`].
 #[cfg_attr(ringweave_loom, allow(dead_code))]
-pub(crate) unsafe fn serialize_into<T: Record>(
-    value: &T,
+pub(crate) unsafe fn serialize_into<U>(
+    value: &U,
     arena: &mut Arena,
     dst: *mut u8,
     cap: usize,
-) -> Result<usize, rancor::Error> {
+) -> Result<usize, rancor::Error>
+where
+    U: for<'w, 'a> Serialize<RecordSerializer<'w, 'a>>,
+{
     // SAFETY: forwarded to our caller.
     let writer = unsafe { SlotWriter::new(dst, cap) };
     // The arena is the handle's own (not rkyv's thread-local one), so the

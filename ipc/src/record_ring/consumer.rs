@@ -299,7 +299,8 @@ impl<T: Record> RecordConsumer<T> {
     ) -> Result<usize, PopError> {
         self.batch(max, |c, at| {
             // SAFETY: as in `pop`; the batch releases nothing until it ends.
-            unsafe { c.ring.access::<T>(at, c.trusted) }.map(&mut f)
+            unsafe { c.ring.access::<T>(at, c.trusted) }.map(&mut f)?;
+            Ok(1)
         })
     }
 
@@ -314,25 +315,30 @@ impl<T: Record> RecordConsumer<T> {
             // SAFETY: as in `read_batch`.
             let value = unsafe { c.ring.read::<T>(at, c.trusted) }?;
             out.extend(std::iter::once(value));
-            Ok(())
+            Ok(1)
         })
     }
 
+    /// Reads records from our position on, calling `each` on every one
+    /// until their weights (what `each` returns) add up to `max`, then
+    /// releases them with one store. Returns the total weight.
     fn batch(
         &mut self,
         max: usize,
-        mut each: impl FnMut(&Self, Located) -> Result<(), RecordError>,
+        mut each: impl FnMut(&Self, Located) -> Result<usize, RecordError>,
     ) -> Result<usize, PopError> {
         let start = self.cursor.position();
         let mut pos = start;
         let mut n = 0;
+        let mut records = 0usize;
         let mut error = None;
         while n < max {
             match self.locate(pos) {
                 Ok((Some(at), _)) => match each(self, at) {
-                    Ok(()) => {
+                    Ok(weight) => {
                         pos = at.end;
-                        n += 1;
+                        n += weight;
+                        records += 1;
                     }
                     Err(e) => {
                         error = Some(e);
@@ -350,10 +356,10 @@ impl<T: Record> RecordConsumer<T> {
             }
         }
         self.release_to(pos);
-        match (n, error) {
+        match (records, error) {
             (0, Some(e)) => Err(PopError::Record(e)),
             (0, None) if max > 0 => Err(self.empty_or_closed()?),
-            (n, _) => Ok(n),
+            _ => Ok(n),
         }
     }
 
@@ -365,6 +371,47 @@ impl<T: Record> RecordConsumer<T> {
         let start = self.cursor.position();
         let end = start + self.cursor.available(self.ring.index(), u64::MAX);
         Unread::new(self.ring, start, end, self.trusted)
+    }
+}
+
+impl<T: Record> RecordConsumer<Vec<T>> {
+    /// Takes whole records from a ring of `Vec<T>` records (written with
+    /// [`push_as`](super::RecordProducer::push_as) and a
+    /// [`VecOf`](crate::record::VecOf), or with `push`), handing their items
+    /// to `f` one by one, oldest first, until at least `max` items were
+    /// handed out; then releases the records with one store. Returns how
+    /// many items.
+    ///
+    /// Each record is validated once as a whole (unless trusted), and its
+    /// items are deserialized straight out of the archive: no `Vec` is
+    /// built. The last record may take the count past `max`: records are
+    /// never split.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_batch`](Self::read_batch). If an item fails to
+    /// deserialize, the items before it in its record have been handed to
+    /// `f`, and the record stays in the ring.
+    pub fn pop_items(&mut self, max: usize, mut f: impl FnMut(T)) -> Result<usize, PopError> {
+        self.batch(max, |c, at| {
+            // SAFETY: as in `read_batch`.
+            let archived = unsafe { c.ring.access::<Vec<T>>(at, c.trusted) }?;
+            // One pool per record: shared pointers are told apart by
+            // address, and a later record may reuse this one's bytes.
+            let mut pool = rkyv::de::Pool::new();
+            for item in archived.iter() {
+                let value = rkyv::Deserialize::deserialize(
+                    item,
+                    rkyv::rancor::Strategy::<_, rkyv::rancor::Error>::wrap(&mut pool),
+                )
+                .map_err(|e| RecordError::Deserialize {
+                    position: at.pos,
+                    message: e.to_string(),
+                })?;
+                f(value);
+            }
+            Ok(archived.len())
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{wait_polled, PushError, RawRing, WaitOutcome, DEFAULT_POLL_INTERVAL};
 use crate::futex::FutexSleeper;
 use crate::index::ProducerCursor;
-use crate::record::{self, frame_len, Record, RecordError, FRAME_HEADER, PAD};
+use crate::record::{self, frame_len, Record, RecordError, RecordOf, FRAME_HEADER, PAD};
 use crate::wait::{self, WaitStrategy};
 use rkyv::ser::allocator::Arena;
 use std::fmt;
@@ -119,6 +119,40 @@ impl<T: Record> RecordProducer<T> {
     /// assert!(record > capacity && capacity == 1024 - 16);
     /// ```
     pub fn push(&mut self, value: &T) -> Result<(), PushError> {
+        self.push_as(value)
+    }
+
+    /// Like [`push`](Self::push), for any value whose archive is an archive
+    /// of `T` — such as a [`VecOf`](crate::record::VecOf) slice into a ring
+    /// of `Vec` records, which stages a run of items as one record without
+    /// owning them.
+    ///
+    /// # Errors
+    ///
+    /// As for [`push`](Self::push).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringweave_ipc::record::VecOf;
+    /// # use ringweave_ipc::record_ring::RecordRing;
+    /// # use ringweave_ipc::segment::{Segment, SegmentLayout};
+    /// # use std::sync::Arc;
+    /// # let mut layout = SegmentLayout::new();
+    /// # let at = layout.reserve(RecordRing::layout(4096).unwrap()).unwrap();
+    /// # let segment = Arc::new(Segment::create("doc", layout.size()).unwrap());
+    /// # let ring = RecordRing::new(&segment, at, 4096).unwrap();
+    /// // SAFETY: one end each, dropped before `ring`.
+    /// let (mut tx, mut rx) = unsafe { (ring.producer::<Vec<u64>>(), ring.consumer::<Vec<u64>>()) };
+    /// let items: Vec<u64> = (0..100).collect();
+    /// tx.push_as(&VecOf(&items[..60])).unwrap();
+    /// tx.push_as(&VecOf(&items[60..])).unwrap();
+    /// tx.flush();
+    /// let mut got = Vec::new();
+    /// assert_eq!(rx.pop_items(usize::MAX, |x| got.push(x)), Ok(100));
+    /// assert_eq!(got, items);
+    /// ```
+    pub fn push_as<U: RecordOf<T>>(&mut self, value: &U) -> Result<(), PushError> {
         match self.stage(value) {
             Ok(()) => Ok(()),
             Err(Stage::Full { .. }) => Err(PushError::Full),
@@ -153,6 +187,21 @@ impl<T: Record> RecordProducer<T> {
         &mut self,
         value: &T,
         deadline: Option<Instant>,
+        interrupt: impl FnMut() -> bool,
+    ) -> Result<(), PushError> {
+        self.push_as_until(value, deadline, interrupt)
+    }
+
+    /// [`push_until`](Self::push_until) for any [`RecordOf<T>`], as
+    /// [`push_as`](Self::push_as) is to [`push`](Self::push).
+    ///
+    /// # Errors
+    ///
+    /// As for [`push_until`](Self::push_until).
+    pub fn push_as_until<U: RecordOf<T>>(
+        &mut self,
+        value: &U,
+        deadline: Option<Instant>,
         mut interrupt: impl FnMut() -> bool,
     ) -> Result<(), PushError> {
         loop {
@@ -172,7 +221,7 @@ impl<T: Record> RecordProducer<T> {
     }
 
     /// Writes `value`'s frame at the staged position if it fits.
-    fn stage(&mut self, value: &T) -> Result<(), Stage> {
+    fn stage<U: RecordOf<T>>(&mut self, value: &U) -> Result<(), Stage> {
         let capacity = self.ring.capacity;
         // Exact archive length, once a serialization has told us.
         let mut known: Option<u64> = None;
@@ -309,6 +358,12 @@ impl<T> RecordProducer<T> {
     #[inline]
     pub fn staged(&self) -> usize {
         self.staged_records
+    }
+
+    /// Bytes staged and not yet published (frames and padding).
+    #[inline]
+    pub fn staged_bytes(&self) -> usize {
+        (self.staged - self.cursor.position()) as usize
     }
 
     /// Free bytes beyond what is staged (a lower bound: the consumer may be

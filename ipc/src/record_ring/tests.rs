@@ -386,3 +386,108 @@ fn descriptor_checks_its_region() {
         }
     );
 }
+
+#[test]
+fn runs_of_items_cross_as_one_record_each() {
+    use crate::record::VecOf;
+    let ring = ring(1024);
+    let (mut tx, mut rx) = ends::<Vec<u64>>(&ring);
+    let items: Vec<u64> = (0..5000).map(|i| i * 7 + 1).collect();
+    let (mut sent, mut len, mut got) = (0, 1, Vec::new());
+    // Runs of 1..=37 items wrap the 1 KiB arena many times.
+    while sent < items.len() {
+        let run = &items[sent..(sent + len).min(items.len())];
+        match tx.push_as(&VecOf(run)) {
+            Ok(()) => {
+                sent += run.len();
+                len = len % 37 + 1;
+            }
+            Err(PushError::Full) => {
+                tx.flush();
+                let n = rx.pop_items(usize::MAX, |x| got.push(x)).unwrap();
+                assert!(n > 0, "a full ring has items to read");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    drop(tx);
+    loop {
+        match rx.pop_items(usize::MAX, |x| got.push(x)) {
+            Ok(_) => {}
+            Err(PopError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, items);
+}
+
+#[test]
+fn pop_items_takes_whole_records_until_max() {
+    use crate::record::VecOf;
+    let ring = ring(4096);
+    let (mut tx, mut rx) = ends::<Vec<u64>>(&ring);
+    let items: Vec<u64> = (0..30).collect();
+    for run in items.chunks(10) {
+        tx.push_as(&VecOf(run)).unwrap();
+    }
+    // A `Vec` is a record of the same type.
+    tx.push(&vec![100, 101]).unwrap();
+    tx.flush();
+    let mut got = Vec::new();
+    // 15 is reached within the second record, which is taken whole.
+    assert_eq!(rx.pop_items(15, |x| got.push(x)), Ok(20));
+    assert_eq!(got, items[..20]);
+    assert_eq!(rx.pop_items(1, |x| got.push(x)), Ok(10));
+    assert_eq!(rx.pop_items(100, |x| got.push(x)), Ok(2));
+    assert_eq!(got[28..], [28, 29, 100, 101]);
+    assert_eq!(rx.pop_items(1, |x| got.push(x)), Err(PopError::Empty));
+    assert_eq!(ring.positions().0, ring.positions().1, "all released");
+}
+
+#[test]
+fn a_damaged_run_hands_out_nothing() {
+    use crate::record::VecOf;
+    let ring = ring(4096);
+    let (mut tx, mut rx) = ends::<Vec<String>>(&ring);
+    let bad = ["a".repeat(30), "b".repeat(30)];
+    tx.push_as(&VecOf(&bad)).unwrap();
+    tx.push_as(&VecOf(&["ok".to_string()])).unwrap();
+    tx.flush();
+    // The run's root (an ArchivedVec: a relative offset, then a length) is
+    // the archive's last 8 bytes; claim 2^28 items.
+    // SAFETY: published bytes no one else touches now; the frame header's
+    // first word is the archive's length.
+    let len = unsafe { arena_bytes(&ring, 0, 16).cast::<u64>().read() } as usize;
+    let root_len = arena_bytes(&ring, FRAME_HEADER + len - 4, 4);
+    // SAFETY: as above.
+    unsafe { root_len.cast::<u32>().write_unaligned(1 << 28) };
+    let mut got = Vec::new();
+    match rx.pop_items(usize::MAX, |s| got.push(s)) {
+        Err(PopError::Record(RecordError::Invalid { position, len: l, .. })) => {
+            assert_eq!((position, l), (0, len));
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(got.is_empty(), "nothing of a damaged run is handed out");
+    rx.skip().unwrap();
+    assert_eq!(rx.pop_items(usize::MAX, |s| got.push(s)), Ok(1));
+    assert_eq!(got, ["ok"]);
+}
+
+#[test]
+fn a_run_too_large_for_the_ring_is_refused_with_both_sizes() {
+    use crate::record::VecOf;
+    let ring = ring(1024);
+    let (mut tx, _rx) = ends::<Vec<u64>>(&ring);
+    let items = vec![0u64; 200];
+    match tx.push_as(&VecOf(&items)) {
+        // 200 items of 8 bytes, then the 8-byte root.
+        Err(PushError::Record(RecordError::TooLarge { record, capacity })) => {
+            assert_eq!((record, capacity), (1608, 1008));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(tx.staged(), 0);
+    tx.push_as(&VecOf(&items[..100])).unwrap();
+    assert_eq!(tx.staged(), 1);
+}
