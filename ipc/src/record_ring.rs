@@ -642,12 +642,10 @@ impl RawRing {
             // SAFETY: the caller vouches for the bytes.
             Ok(unsafe { rkyv::access_unchecked::<rkyv::Archived<T>>(bytes) })
         } else {
-            rkyv::access::<rkyv::Archived<T>, rancor::Error>(bytes).map_err(|e| {
-                RecordError::Invalid {
-                    position: at.pos,
-                    len: at.len,
-                    message: e.to_string(),
-                }
+            check_archive::<T>(bytes).map_err(|message| RecordError::Invalid {
+                position: at.pos,
+                len: at.len,
+                message,
             })
         }
     }
@@ -665,6 +663,52 @@ impl RawRing {
             message: e.to_string(),
         })
     }
+}
+
+/// Validates `bytes` as an archive of `T` and returns its root: what
+/// `rkyv::access` does, with the same checks, minus its per-call set-up.
+///
+/// rkyv's `access` places the root at the archive's end, checks that it is
+/// in bounds and aligned, then validates it inside a subtree that ends where
+/// the root begins (everything the root points to lies before it). That is
+/// written out here: bounds and alignment checked by hand, then the root's
+/// `check_bytes` under a validator whose range is `bytes[..root]`. The
+/// generic path through `access` cost about 2.4 ns more per 64-byte record
+/// than an unchecked read, this one about 0.5 ns (see docs/PERF.md).
+#[inline]
+fn check_archive<T: Record>(bytes: &[u8]) -> Result<&rkyv::Archived<T>, String> {
+    use rkyv::bytecheck::CheckBytes;
+    use rkyv::validation::{archive::ArchiveValidator, shared::SharedValidator, Validator};
+    let size = std::mem::size_of::<rkyv::Archived<T>>();
+    let align = std::mem::align_of::<rkyv::Archived<T>>();
+    let Some(root) = bytes.len().checked_sub(size) else {
+        return Err(format!(
+            "archive of {} bytes is smaller than its root ({size} bytes)",
+            bytes.len()
+        ));
+    };
+    let ptr = bytes.as_ptr().wrapping_add(root);
+    if (ptr as usize) % align != 0 {
+        return Err(format!(
+            "root at offset {root} is not aligned to {align} bytes"
+        ));
+    }
+    let mut validator = Validator::new(
+        ArchiveValidator::new(&bytes[..root]),
+        SharedValidator::new(),
+    );
+    // SAFETY: `ptr..ptr + size` lies inside `bytes` (`root + size ==
+    // bytes.len()`) and is aligned for the archived type (checked above), as
+    // `check_bytes` requires.
+    unsafe {
+        <rkyv::Archived<T> as CheckBytes<_>>::check_bytes(
+            ptr.cast::<rkyv::Archived<T>>(),
+            rancor::Strategy::<_, rancor::Error>::wrap(&mut validator),
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    // SAFETY: validated above.
+    Ok(unsafe { &*ptr.cast::<rkyv::Archived<T>>() })
 }
 
 /// Waits like [`wait::wait_until`] with a [`FutexSleeper`], but never sleeps

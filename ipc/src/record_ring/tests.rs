@@ -463,7 +463,9 @@ fn a_damaged_run_hands_out_nothing() {
     unsafe { root_len.cast::<u32>().write_unaligned(1 << 28) };
     let mut got = Vec::new();
     match rx.pop_items(usize::MAX, |s| got.push(s)) {
-        Err(PopError::Record(RecordError::Invalid { position, len: l, .. })) => {
+        Err(PopError::Record(RecordError::Invalid {
+            position, len: l, ..
+        })) => {
             assert_eq!((position, l), (0, len));
         }
         other => panic!("expected Invalid, got {other:?}"),
@@ -490,4 +492,22 @@ fn a_run_too_large_for_the_ring_is_refused_with_both_sizes() {
     assert_eq!(tx.staged(), 0);
     tx.push_as(&VecOf(&items[..100])).unwrap();
     assert_eq!(tx.staged(), 1);
+}
+
+#[test]
+fn an_archive_shorter_than_its_root_is_invalid() {
+    let ring = ring(1024);
+    // A producer of one type, a consumer of a larger one: the validating
+    // reader must catch the mismatch, not read past the archive.
+    // SAFETY: one end of each kind, dropped before the descriptor.
+    let (mut tx, mut rx) = unsafe { (ring.producer::<u64>(), ring.consumer::<(u64, u64)>()) };
+    tx.push(&7).unwrap();
+    tx.flush();
+    match rx.pop() {
+        Err(PopError::Record(RecordError::Invalid { len, message, .. })) => {
+            assert_eq!(len, 8);
+            assert!(message.contains("smaller than its root"), "{message}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
 }
