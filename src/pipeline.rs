@@ -15,6 +15,7 @@ use crate::stage::{
 };
 use ringweave_ipc::record::RecordError;
 use ringweave_ipc::record_ring::{PushError as RecordPushError, RecordProducer, RecordRing};
+use ringweave_ipc::wait::WaitStrategy;
 use std::any::Any;
 use std::marker::PhantomData;
 
@@ -249,8 +250,13 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
 
     unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>) {
         // SAFETY: forwarded to the caller.
-        let (producer, consumer) =
+        let (mut producer, mut consumer) =
             unsafe { (ring.producer::<Vec<T>>(), ring.consumer::<Vec<T>>()) };
+        // Five stages on two cores: yield briefly, then sleep (see
+        // `ringweave_ipc::record_ring::DEFAULT_WAIT` for the two-process
+        // default).
+        producer.set_wait_strategy(WaitStrategy::default());
+        consumer.set_wait_strategy(WaitStrategy::default());
         (Box::new(producer), Box::new(consumer))
     }
 

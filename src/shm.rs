@@ -96,8 +96,11 @@ pub(crate) fn stage_items<T: Item>(
 impl<T: Item> ShmOutbox<T> {
     /// Stages every held item that fits; drops them once all are staged.
     fn stage_held(&mut self) {
-        let (done, result) =
-            stage_items(&mut self.producer, &self.held[self.staged..], &mut self.per_record);
+        let (done, result) = stage_items(
+            &mut self.producer,
+            &self.held[self.staged..],
+            &mut self.per_record,
+        );
         self.staged += done;
         match result {
             Ok(()) => {

@@ -127,9 +127,11 @@ where
 
     fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
         let capacity = area.len();
-        let writer = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+        let mut arena = rkyv::ser::allocator::Arena::new();
+        let writer = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
             &self.state,
             ringweave_ipc::record::SlotWriter::from_slice(area),
+            ringweave_ipc::record::Scratch::new(&mut arena),
         )
         .map_err(|e| format!("state does not serialize: {e}"))?;
         let len = rkyv::ser::Positional::pos(&writer);

@@ -41,11 +41,11 @@ use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{Archive, Deserialize, Place, Portable, Serialize};
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 
 /// The serializer a record is written with: rkyv's high-level serializer
-/// over a [`SlotWriter`] (the ring's free bytes) and an arena for scratch
-/// space.
-pub type RecordSerializer<'w, 'a> = HighSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::Error>;
+/// over a [`SlotWriter`] (the ring's free bytes) and [`Scratch`] space.
+pub type RecordSerializer<'w, 'a> = HighSerializer<SlotWriter<'w>, Scratch<'a>, rancor::Error>;
 
 /// The validator a record is checked with before it is read.
 pub type RecordValidator<'a> = HighValidator<'a, rancor::Error>;
@@ -245,6 +245,79 @@ impl fmt::Debug for SlotWriter<'_> {
     }
 }
 
+/// The scratch space a record is serialized with: an rkyv [`Arena`] owned
+/// by the producer, acquired the first time a record's serialization asks
+/// for scratch space (a `Vec` of non-trivial items does; a `u64` or a plain
+/// struct never does).
+///
+/// Acquiring the arena for every record, as `ArenaHandle` would, cost about
+/// as much as the rest of staging a small record. It appears in the
+/// [`Record`] bound through [`RecordSerializer`]; ring users never make one.
+pub struct Scratch<'a> {
+    state: ScratchState<'a>,
+}
+
+enum ScratchState<'a> {
+    /// Nothing allocated yet.
+    Idle(&'a mut Arena),
+    /// Acquired by the first allocation.
+    Active(ArenaHandle<'a>),
+    /// Only between the two, inside `push_alloc`.
+    Swapping,
+}
+
+impl<'a> Scratch<'a> {
+    /// Scratch space from `arena`, acquired on first use.
+    pub fn new(arena: &'a mut Arena) -> Self {
+        Self {
+            state: ScratchState::Idle(arena),
+        }
+    }
+}
+
+impl fmt::Debug for Scratch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ScratchState::Idle(_) => "idle",
+            ScratchState::Active(_) => "active",
+            ScratchState::Swapping => "swapping",
+        };
+        f.debug_struct("Scratch").field("state", &state).finish()
+    }
+}
+
+// SAFETY: every allocation comes from the arena's handle, which upholds the
+// trait's contract; this only delays acquiring it.
+unsafe impl<E> Allocator<E> for Scratch<'_> {
+    #[inline]
+    unsafe fn push_alloc(&mut self, layout: std::alloc::Layout) -> Result<NonNull<[u8]>, E> {
+        if let ScratchState::Idle(_) = self.state {
+            if let ScratchState::Idle(arena) =
+                std::mem::replace(&mut self.state, ScratchState::Swapping)
+            {
+                self.state = ScratchState::Active(arena.acquire());
+            }
+        }
+        match &mut self.state {
+            // SAFETY: forwarded from our caller.
+            ScratchState::Active(handle) => unsafe { handle.push_alloc(layout) },
+            ScratchState::Idle(_) | ScratchState::Swapping => {
+                unreachable!("scratch arena acquired just above")
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn pop_alloc(&mut self, ptr: NonNull<u8>, layout: std::alloc::Layout) -> Result<(), E> {
+        match &mut self.state {
+            // SAFETY: forwarded from our caller.
+            ScratchState::Active(handle) => unsafe { handle.pop_alloc(ptr, layout) },
+            // Nothing was pushed, so there is nothing to pop.
+            ScratchState::Idle(_) | ScratchState::Swapping => Ok(()),
+        }
+    }
+}
+
 /// Serializes `value` into `cap` bytes at `dst` (or counts, past them).
 ///
 /// Returns the archive's exact length; it was written completely iff
@@ -268,7 +341,7 @@ where
     // The arena is the handle's own (not rkyv's thread-local one), so the
     // serializer touches no thread-local state: a forked child serializes
     // with memory it inherited.
-    let writer = rkyv::api::high::to_bytes_in_with_alloc(value, writer, arena.acquire())?;
+    let writer = rkyv::api::high::to_bytes_in_with_alloc(value, writer, Scratch::new(arena))?;
     Ok(writer.pos())
 }
 

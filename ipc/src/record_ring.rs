@@ -711,6 +711,25 @@ fn check_archive<T: Record>(bytes: &[u8]) -> Result<&rkyv::Archived<T>, String> 
     Ok(unsafe { &*ptr.cast::<rkyv::Archived<T>>() })
 }
 
+/// How a record ring's ends wait unless told otherwise
+/// ([`RecordProducer::set_wait_strategy`]): spin 16 times, yield 1024 times
+/// (on the order of 100 µs with nothing else to run), then sleep on the
+/// futex.
+///
+/// Longer than [`WaitStrategy::default`]'s 64 yields on purpose. A side
+/// that sleeps is woken by the other side's `FUTEX_WAKE`, and the scheduler
+/// tends to wake it on the waker's CPU; from then on the two processes share
+/// one CPU while the other idles, and a parent → child stream ran at a
+/// quarter of its speed in about half the runs (docs/PERF.md). A side that
+/// keeps yielding through the other side's next flush never sleeps, stays
+/// runnable, and is moved to (or stays on) the idle CPU. Where many stages
+/// share two cores, as in the engine's distributed mode, a shorter yield
+/// phase is better; the engine sets `WaitStrategy::default()` on its rings.
+pub const DEFAULT_WAIT: WaitStrategy = WaitStrategy {
+    spins: 16,
+    yields: 1024,
+};
+
 /// Waits like [`wait::wait_until`] with a [`FutexSleeper`], but never sleeps
 /// longer than `poll` at a time, so that `ready` (which checks the caller's
 /// interrupt) runs again even if nobody wakes us — a killed process never

@@ -51,7 +51,7 @@ impl<T: Record> RecordConsumer<T> {
             cursor: ConsumerCursor::attach(ring.index()),
             ring,
             trusted: false,
-            strategy: WaitStrategy::default(),
+            strategy: super::DEFAULT_WAIT,
             poll: Some(DEFAULT_POLL_INTERVAL),
             _record: PhantomData,
         }

@@ -72,7 +72,7 @@ impl<T: Record> RecordProducer<T> {
             staged_records: 0,
             hint: 64,
             arena: Arena::new(),
-            strategy: WaitStrategy::default(),
+            strategy: super::DEFAULT_WAIT,
             poll: Some(DEFAULT_POLL_INTERVAL),
             _record: PhantomData,
         }
