@@ -16,7 +16,8 @@
 //!   `ringweave_batched`: `flush` after every up-to-64 KiB of frames. The
 //!   child reads with `read_batch` (archived, validated: the default),
 //!   releasing every up-to-64 KiB. Both sides wait with the default
-//!   `WaitStrategy` (spin 16, yield 8, futex).
+//!   wait of a record ring (`record_ring::DEFAULT_WAIT`: spin 16, yield
+//!   1024, futex).
 //! - `socketpair_*`, `pipe_*`: a Unix `SOCK_STREAM` socketpair / a pipe (OS
 //!   default buffer sizes), carrying the same records as frames of an 8-byte
 //!   little-endian length, the rkyv archive, zero padding to 8 bytes. The
@@ -535,13 +536,6 @@ fn throughput<T: Payload>(
         shape.per_write,
         RING_BYTES / 1024
     )];
-    let by_name = |name: &str| {
-        CONTENDERS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, c)| c)
-            .expect("contender")
-    };
     lines.push(String::new());
     lines.push(PAIRED_INTRO.into());
     lines.push(String::new());
@@ -549,14 +543,7 @@ fn throughput<T: Payload>(
         if ice_skip.is_some() && (num == "iceoryx2" || den == "iceoryx2") {
             continue;
         }
-        let one = |name: &'static str| {
-            let (pool, checks, contender) = (&pool, &checks, by_name(name));
-            move || {
-                let out = run(contender, pool, n, shape);
-                out.verify(name, n, expected_sum(checks, n));
-                out.elapsed
-            }
-        };
+        let one = |name| one_contender(&pool, &checks, n, shape, name);
         let ratios = paired_ratios(one(num), one(den));
         lines.push(paired_line(num, den, &ratios, target));
     }
@@ -564,7 +551,79 @@ fn throughput<T: Payload>(
         lines.push(String::new());
         lines.push(format!("iceoryx2 skipped: {why}."));
     }
+    if shape.archive >= LARGE_RECORD {
+        // Paired with the ring, so the two see the same load.
+        let mut ring = one_contender(&pool, &checks, n, shape, "ringweave_per_record");
+        let mut socket = one_contender(&pool, &checks, n, shape, "socketpair_per_record");
+        let (mut floor, mut ring_t, mut socket_t) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..PAIRS {
+            floor.push(copy_floor(shape.archive, n));
+            ring_t.push(ring());
+            socket_t.push(socket());
+        }
+        let per = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e6 / n as f64
+        };
+        let (floor, ring_t, socket_t) = (per(floor), per(ring_t), per(socket_t));
+        lines.push(String::new());
+        lines.push(format!(
+            "Copy floor: one `memcpy` of each {}-byte record into a 1 MiB buffer, in one process, \
+             takes {floor:.2} µs a record (median of {PAIRS}, alternating with the two below). \
+             The ring, which copies each record once, takes {ring_t:.2} µs a record per record sent \
+             ({:.2} × the floor); the socketpair {socket_t:.2} µs. Ten times the socketpair's rate \
+             would be {:.2} µs a record: {:.2} × a single copy.",
+            shape.archive,
+            ring_t / floor,
+            socket_t / 10.0,
+            socket_t / 10.0 / floor,
+        ));
+    }
     write_extra(group_name, &lines);
+}
+
+/// Records of at least this many archived bytes get the copy-floor line.
+const LARGE_RECORD: usize = 64 * 1024;
+
+/// One run of the named contender over `n` records, verified; its time.
+fn one_contender<'p, T: Payload>(
+    pool: &'p [T],
+    checks: &'p [u64],
+    n: u64,
+    shape: Shape,
+    name: &'static str,
+) -> impl FnMut() -> Duration + 'p {
+    let contender = CONTENDERS
+        .iter()
+        .find(|(c, _)| *c == name)
+        .map(|&(_, c)| c)
+        .expect("contender");
+    move || {
+        let out = run(contender, pool, n, shape);
+        out.verify(name, n, expected_sum(checks, n));
+        out.elapsed
+    }
+}
+
+/// `n` copies of `bytes` bytes into a 1 MiB buffer at successive offsets
+/// (wrapping), as a ring's producer writes: what one copy of each record
+/// costs, with nothing else.
+fn copy_floor(bytes: usize, n: u64) -> Duration {
+    let src = vec![0x5au8; bytes];
+    let mut dst = vec![0u8; RING_BYTES.max(2 * bytes)];
+    // Touch the destination once, as the ring's arena is warm.
+    dst.fill(1);
+    let start = Instant::now();
+    let mut at = 0;
+    for _ in 0..n {
+        if at + bytes > dst.len() {
+            at = 0;
+        }
+        dst[at..at + bytes].copy_from_slice(hint::black_box(&src));
+        hint::black_box(&dst[at]);
+        at += bytes;
+    }
+    start.elapsed()
 }
 
 /// Alternating runs of two contenders for each paired ratio.

@@ -99,6 +99,9 @@ const PACE: u64 = 4_000_000;
 const N_MONITOR: u64 = 20_000_000;
 /// Minimum hybrid / in-process throughput (the monitor's cost ≤ 1 %).
 const MONITOR_TARGET: f64 = 0.99;
+
+/// Distributed mode's target: at least half the in-process throughput.
+const DISTRIBUTED_TARGET: f64 = 0.5;
 /// Items per run of the distributed vs in-process benches.
 const N_DISTRIBUTED: u64 = 5_000_000;
 
@@ -505,65 +508,116 @@ fn throughput(c: &mut Criterion) {
         group.finish();
     }
 
-    // Paired: in-process and hybrid alternate (order swapped every pair);
-    // each iteration is one pair, and its ratio is kept.
+    let r = paired(
+        c,
+        "paired_in_process_and_hybrid_20M",
+        N_MONITOR,
+        sum_monitor,
+        hybrid_never,
+        20,
+    );
+    let mut lines = Vec::new();
+    if !r.is_empty() {
+        let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
+        let verdict = if q1 >= MONITOR_TARGET {
+            "met"
+        } else if q3 < MONITOR_TARGET {
+            "**missed**"
+        } else {
+            "not resolved: the quartiles straddle it"
+        };
+        lines.push(format!(
+            "Monitor cost, paired: {} alternating in-process / hybrid pairs of {}-item runs \
+             (warm-up included) give hybrid / in-process throughput **{median:.3} ×** (median; \
+             quartiles {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {MONITOR_TARGET} ×: \
+             {verdict}.",
+            r.len(),
+            N_MONITOR,
+            r[0],
+            r[r.len() - 1]
+        ));
+    }
+    let r = paired(
+        c,
+        "paired_in_process_and_distributed_5M",
+        N_DISTRIBUTED,
+        sum_distributed,
+        || ExecutionMode::Distributed,
+        10,
+    );
+    if !r.is_empty() {
+        let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
+        let verdict = if q1 >= DISTRIBUTED_TARGET {
+            "met"
+        } else if q3 < DISTRIBUTED_TARGET {
+            "**missed**"
+        } else {
+            "not resolved: the quartiles straddle it"
+        };
+        lines.push(format!(
+            "Distributed mode, paired: {} alternating in-process / distributed pairs of {}-item \
+             runs give distributed / in-process throughput **{median:.3} ×** (median; quartiles \
+             {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {DISTRIBUTED_TARGET} ×: {verdict}.",
+            r.len(),
+            N_DISTRIBUTED,
+            r[0],
+            r[r.len() - 1]
+        ));
+    }
+    for line in &lines {
+        println!("{line}");
+    }
+    if !lines.is_empty() {
+        write_extra("switch_throughput", &lines);
+    }
+}
+
+/// Runs in-process and `other` pipelines of `n` items alternately (order
+/// swapped every pair), one pair per iteration, as criterion function `id`;
+/// returns the sorted ratios `other` / in-process of their throughputs
+/// (empty if a filter skipped it).
+fn paired(
+    c: &mut Criterion,
+    id: &str,
+    n: u64,
+    expected_sum: u64,
+    other: fn() -> ExecutionMode,
+    seconds: u64,
+) -> Vec<f64> {
     let ratios = Mutex::new(Vec::new());
     let mut group = c.benchmark_group("switch_throughput");
     group
-        .throughput(Throughput::Elements(2 * N_MONITOR))
+        .throughput(Throughput::Elements(2 * n))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(20));
-    group.bench_function("paired_in_process_and_hybrid_20M", |b| {
+        .measurement_time(Duration::from_secs(seconds));
+    group.bench_function(id, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let time = |mode: ExecutionMode| {
                     let start = Instant::now();
-                    assert_eq!(run_mode(mode, N_MONITOR), sum_monitor);
+                    assert_eq!(run_mode(mode, n), expected_sum);
                     start.elapsed()
                 };
                 let mut ratios = ratios.lock().unwrap();
-                let (in_process, hybrid) = if ratios.len() % 2 == 0 {
+                let (in_process, theirs) = if ratios.len() % 2 == 0 {
                     let a = time(ExecutionMode::InProcess);
-                    (a, time(hybrid_never()))
+                    (a, time(other()))
                 } else {
-                    let h = time(hybrid_never());
+                    let h = time(other());
                     (time(ExecutionMode::InProcess), h)
                 };
-                total += in_process + hybrid;
-                // Throughput hybrid / in-process = time in-process / hybrid.
-                ratios.push(in_process.as_secs_f64() / hybrid.as_secs_f64());
+                total += in_process + theirs;
+                // Throughput other / in-process = time in-process / other.
+                ratios.push(in_process.as_secs_f64() / theirs.as_secs_f64());
             }
             total
         });
     });
     group.finish();
-    let r = sorted(ratios.into_inner().unwrap());
-    if r.is_empty() {
-        return;
-    }
-    let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
-    let verdict = if q1 >= MONITOR_TARGET {
-        "met"
-    } else if q3 < MONITOR_TARGET {
-        "**missed**"
-    } else {
-        "not resolved: the quartiles straddle it"
-    };
-    let line = format!(
-        "Monitor cost, paired: {} alternating in-process / hybrid pairs of {}-item runs \
-         (warm-up included) give hybrid / in-process throughput **{median:.3} ×** (median; \
-         quartiles {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {MONITOR_TARGET} ×: \
-         {verdict}.",
-        r.len(),
-        N_MONITOR,
-        r[0],
-        r[r.len() - 1]
-    );
-    println!("{line}");
-    write_extra("switch_throughput", &[line]);
+    sorted(ratios.into_inner().unwrap())
 }
 
 /// One cycle's two switches, each with its floor measured right after it,

@@ -176,6 +176,7 @@ row   hybrid_20M                       "hybrid, threshold never reached (monitor
 row   paired_in_process_and_hybrid_20M "in-process and hybrid runs alternating (2 × 20M items)"
 row   in_process_5M                    "in-process, 5M items"
 row   distributed_5M                   "distributed (3 worker processes), 5M items"
+row   paired_in_process_and_distributed_5M "in-process and distributed runs alternating (2 × 5M items)"
 ratio hybrid_20M      in_process_20M   -
 ratio distributed_5M  in_process_5M    0.5
 extra extra.json
