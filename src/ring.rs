@@ -1028,6 +1028,28 @@ impl<T> Iterator for ReadChunkIntoIter<'_, T> {
         let rest = self.len - self.taken;
         (rest, Some(rest))
     }
+
+    /// Walks the (at most two) contiguous runs of slots: no masking and no
+    /// reload of the read position per item, as `next` needs.
+    #[cfg(not(ringweave_loom))]
+    #[inline]
+    fn fold<B, F: FnMut(B, T) -> B>(mut self, init: B, mut f: F) -> B {
+        let shared = &*self.consumer.shared;
+        let start = self.consumer.cursor.position() + self.taken as u64;
+        let ((a, alen), (b, blen)) = shared.runs(start, self.len - self.taken);
+        let base = shared.base() as *const T;
+        let mut acc = init;
+        for i in (a..a + alen).chain(b..b + blen) {
+            // Counted before `f` runs, so that if it panics the item is
+            // released (by `Drop`) as taken, never read again.
+            self.taken += 1;
+            // SAFETY: slot `i` is in one of the runs of this chunk's
+            // published, not yet taken positions; counting it as taken
+            // above means it is never read again before release.
+            acc = f(acc, unsafe { base.add(i).read() });
+        }
+        acc
+    }
 }
 
 impl<T> ExactSizeIterator for ReadChunkIntoIter<'_, T> {}

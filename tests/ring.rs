@@ -1269,3 +1269,32 @@ fn errors_display_and_debug() {
     };
     assert_eq!(e.to_string(), "chunk of 5 slots requested, 2 available");
 }
+
+#[test]
+fn fold_walks_both_runs_and_releases_what_it_took_on_a_panic() {
+    let (mut tx, mut rx) = channel::<String>(8);
+    // Move the positions on so that the next chunk wraps the storage.
+    for i in 0..6 {
+        tx.push(i.to_string()).unwrap();
+        rx.pop().unwrap();
+    }
+    for i in 0..8 {
+        tx.push(format!("s{i}")).unwrap();
+    }
+    let chunk = rx.read_chunk(5).unwrap();
+    let (a, b) = chunk.as_slices();
+    assert_eq!((a.len(), b.len()), (2, 3), "the chunk wraps");
+    let joined = chunk.into_iter().fold(String::new(), |acc, s| acc + &s);
+    assert_eq!(joined, "s0s1s2s3s4");
+    // A panic on the second item: two were taken (the second dropped while
+    // unwinding), the third stays in the ring.
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        rx.read_chunk(3).unwrap().into_iter().fold(0, |n, s| {
+            assert!(n < 1, "boom at {s}");
+            n + 1
+        })
+    }));
+    assert!(result.is_err());
+    assert_eq!(rx.pop().unwrap(), "s7");
+    assert_eq!(rx.pop(), Err(PopError::Empty));
+}
