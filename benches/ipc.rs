@@ -363,8 +363,13 @@ fn ringweave<T: Payload>(
     per_flush: usize,
     trusted: bool,
 ) -> Outcome<()> {
-    let (_segment, rings) = rings(&[RING_BYTES]);
+    let (segment, rings) = rings(&[RING_BYTES]);
     let ring = &rings[0];
+    // Setup, untimed: fault the ring's pages in now (both processes), as
+    // iceoryx2 allocates its shared memory when a service is made, rather
+    // than on the first lap.
+    segment.populate().expect("populate the ring's segment");
+    let child_segment = Arc::clone(&segment);
     // SAFETY: one producer, used by the parent and dropped in `forked`
     // before `rings`; one consumer, moved into the child's closure (which
     // the parent forgets, never uses). The segment stays mapped in both.
@@ -378,6 +383,9 @@ fn ringweave<T: Payload>(
     forked(
         "ringweave",
         move |report| {
+            // A hint: without it the child takes minor faults on its
+            // first lap, nothing worse.
+            let _ = child_segment.populate();
             report.ready();
             let (mut got, mut sum) = (0u64, 0u64);
             while got < total {
