@@ -660,13 +660,11 @@ mod tests {
         // SAFETY: 8 bytes of our own fresh segment, 8-aligned.
         unsafe { at.cast::<u64>().as_ptr().write(0x1234) };
         let minor_faults = || {
-            // SAFETY: getrusage only writes the struct we pass.
+            // SAFETY: `rusage` is plain integers; all zeroes is valid.
             let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            assert_eq!(
-                unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
-                0
-            );
+            // SAFETY: getrusage only writes the struct we pass.
+            let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+            assert_eq!(rc, 0);
             usage.ru_minflt
         };
         match segment.populate() {
