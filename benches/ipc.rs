@@ -88,6 +88,8 @@
 //!
 //! Results are meant to be read as ratios (see `scripts/bench.sh`).
 
+#[path = "common/report.rs"]
+mod common;
 #[path = "ipc/iceoryx.rs"]
 mod iceoryx;
 #[path = "ipc/payload.rs"]
@@ -95,6 +97,7 @@ mod payload;
 #[path = "ipc/stream.rs"]
 mod stream;
 
+use common::write_extra;
 use criterion::{Criterion, SamplingMode, Throughput};
 use hdrhistogram::Histogram;
 use iceoryx::{iceoryx2_probe, rtt_iceoryx2};
@@ -587,7 +590,7 @@ fn throughput<T: Payload>(
             socket_t / 10.0 / floor,
         ));
     }
-    write_extra(group_name, &lines);
+    write_extra("ipc", group_name, &lines);
 }
 
 /// Records of at least this many archived bytes get the copy-floor line.
@@ -756,7 +759,7 @@ fn validate(c: &mut Criterion) {
     };
     let cross_ratios = paired_ratios(cross(false), cross(true));
     let read_ratios = paired_ratios(|| read_cost(false, 50), || read_cost(true, 50));
-    write_extra(
+    write_extra("ipc", 
         "ipc_validate",
         &[
             format!(
@@ -999,33 +1002,11 @@ fn round_trip(c: &mut Criterion, ice_skip: Option<&str>, latency: bool) {
     if let Some(why) = ice_skip {
         lines.push(format!("- iceoryx2 skipped: {why}."));
     }
-    write_extra("ipc_rtt", &lines);
+    write_extra("ipc", "ipc_rtt", &lines);
 }
 
 // ---------------------------------------------------------------------------
 // Report lines and main.
-
-fn criterion_dir() -> std::path::PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    std::path::PathBuf::from(target).join("criterion")
-}
-
-/// Writes report lines for `scripts/bench.sh` to `<criterion>/<group>/extra.json`.
-fn write_extra(group: &str, lines: &[String]) {
-    let dir = criterion_dir().join(group);
-    let _ = std::fs::create_dir_all(&dir);
-    let escaped: Vec<String> = lines
-        .iter()
-        .map(|l| format!("\"{}\"", l.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    let json = format!("{{\"lines\": [\n  {}\n]}}\n", escaped.join(",\n  "));
-    if let Err(e) = std::fs::write(dir.join("extra.json"), json) {
-        eprintln!("ipc bench: cannot write extra.json: {e}");
-    }
-}
 
 /// Whether criterion's command line selects `id` (a `group/function` id):
 /// true without a filter, or if a filter is a substring of it. (Criterion's

@@ -16,11 +16,15 @@
 //! contender that loses or duplicates items fails instead of looking fast.
 //! Results are meant to be read as ratios (see `scripts/bench.sh`).
 
+#[path = "common/report.rs"]
+mod common;
+
+use common::{quantile, sorted, verdict, write_extra};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use ringweave::Pipeline;
 use std::hint;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,8 @@ const CAPACITY: usize = 4096;
 const CHUNK: usize = 256;
 /// Spins before the rtrb contender starts yielding.
 const SPINS: u32 = 16;
+/// ringweave's target against the hand-wired rtrb pipeline.
+const RTRB_TARGET: f64 = 0.9;
 
 #[inline]
 fn map1(x: u64) -> u64 {
@@ -279,7 +285,52 @@ fn pipeline(c: &mut Criterion) {
             });
         });
     }
+    // Paired: ringweave and the hand-wired rtrb pipeline alternate (order
+    // swapped every pair), one pair per iteration; on these shared cores the
+    // load drifts between two criterion benchmarks, so the ratio of each
+    // pair is what to read.
+    let ratios = Mutex::new(Vec::new());
+    group.throughput(Throughput::Elements(2 * N));
+    group.bench_function("paired_ringweave_and_rtrb", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let time = |run: Contender| {
+                    let start = Instant::now();
+                    assert_eq!(run(), expected, "paired: wrong sink sum");
+                    start.elapsed()
+                };
+                let mut ratios = ratios.lock().unwrap();
+                let (ours, theirs) = if ratios.len() % 2 == 0 {
+                    let a = time(run_ringweave);
+                    (a, time(run_rtrb))
+                } else {
+                    let b = time(run_rtrb);
+                    (time(run_ringweave), b)
+                };
+                total += ours + theirs;
+                // Throughput ringweave / rtrb = time rtrb / ringweave.
+                ratios.push(theirs.as_secs_f64() / ours.as_secs_f64());
+            }
+            total
+        });
+    });
     group.finish();
+    let r = sorted(ratios.into_inner().unwrap());
+    if r.is_empty() {
+        return;
+    }
+    let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
+    let line = format!(
+        "Paired: {} alternating runs give ringweave / rtrb_hand_wired throughput **{median:.3} ×** \
+         (median; quartiles {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {RTRB_TARGET} ×: {}.",
+        r.len(),
+        r[0],
+        r[r.len() - 1],
+        verdict(q1, q3, RTRB_TARGET)
+    );
+    println!("{line}");
+    write_extra("pipeline", "pipeline", &[line]);
 }
 
 // `criterion_group!` would define an undocumented `pub fn`; this is what it

@@ -27,9 +27,13 @@
 //! that loses or duplicates items fails instead of looking fast. Results are
 //! meant to be read as ratios (see `scripts/bench.sh`).
 
+#[path = "common/report.rs"]
+mod common;
+
+use common::{quantile, sorted, verdict, write_extra};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use std::hint;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -316,7 +320,61 @@ fn ring(c: &mut Criterion) {
     for (name, run) in contenders {
         group.bench_function(name, |b| b.iter_custom(run));
     }
+    // Paired: each ringweave shape alternates with rtrb's (order swapped
+    // every pair), one pair per iteration; the ratio of each pair is what to
+    // read, since the load drifts between two criterion benchmarks.
+    let pairs: [(&str, Contender, Contender); 2] = [
+        ("single", ringweave_single, rtrb_single),
+        ("chunked", ringweave_chunked, rtrb_chunked),
+    ];
+    let mut lines = Vec::new();
+    group.throughput(Throughput::Elements(2 * N));
+    for (shape, ours, theirs) in pairs {
+        let ratios = Mutex::new(Vec::new());
+        group.bench_function(format!("paired_{shape}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut ratios = ratios.lock().unwrap();
+                    let (a, b) = if ratios.len() % 2 == 0 {
+                        let a = ours(1);
+                        (a, theirs(1))
+                    } else {
+                        let b = theirs(1);
+                        (ours(1), b)
+                    };
+                    total += a + b;
+                    // Throughput ringweave / rtrb = time rtrb / ringweave.
+                    ratios.push(b.as_secs_f64() / a.as_secs_f64());
+                }
+                total
+            });
+        });
+        let r = sorted(ratios.into_inner().unwrap());
+        if r.is_empty() {
+            continue;
+        }
+        let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
+        lines.push(format!(
+            "- {shape}: {} alternating pairs give ringweave / rtrb throughput **{median:.2} ×** \
+             (median; quartiles {q1:.2}–{q3:.2}, min {:.2}, max {:.2}); target ≥ 1.0 ×: {}.",
+            r.len(),
+            r[0],
+            r[r.len() - 1],
+            verdict(q1, q3, 1.0)
+        ));
+    }
     group.finish();
+    if !lines.is_empty() {
+        lines.insert(
+            0,
+            "Paired runs (ringweave and rtrb alternating, same shape):".into(),
+        );
+        for line in &lines {
+            println!("{line}");
+        }
+        write_extra("ring", "ring", &lines);
+    }
 }
 
 // `criterion_group!` would define an undocumented `pub fn`; this is what it

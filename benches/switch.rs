@@ -63,11 +63,14 @@
 //! `scripts/bench.sh`.
 
 // Crate root: submodules resolve next to it unless told where.
+#[path = "common/report.rs"]
+mod common;
 #[path = "switch/floor.rs"]
 mod floor;
 #[path = "switch/gate.rs"]
 mod gate;
 
+use common::{quantile, sorted, verdict, write_extra};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use floor::{copy_in, copy_out, fork_and_reap, kill_and_reap, segment_create};
 use gate::{Gate, Pacer, Probe, Source};
@@ -402,45 +405,8 @@ fn hybrid_never() -> ExecutionMode {
 // ---------------------------------------------------------------------------
 // Reporting helpers.
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
-
 fn median_of(v: impl IntoIterator<Item = f64>) -> f64 {
     quantile(&sorted(v.into_iter().collect()), 0.5)
-}
-
-/// Where criterion writes (the same rule as `scripts/bench.sh`).
-fn criterion_dir() -> std::path::PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    std::path::PathBuf::from(target).join("criterion")
-}
-
-/// Writes report lines for `scripts/bench.sh` to `<criterion>/<group>/extra.json`.
-fn write_extra(group: &str, lines: &[String]) {
-    let dir = criterion_dir().join(group);
-    let _ = std::fs::create_dir_all(&dir);
-    let escaped: Vec<String> = lines
-        .iter()
-        .map(|l| format!("\"{}\"", l.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    let json = format!("{{\"lines\": [\n  {}\n]}}\n", escaped.join(",\n  "));
-    if let Err(e) = std::fs::write(dir.join("extra.json"), json) {
-        eprintln!("switch bench: cannot write extra.json: {e}");
-    }
 }
 
 /// This process's resident set, in bytes.
@@ -519,13 +485,7 @@ fn throughput(c: &mut Criterion) {
     let mut lines = Vec::new();
     if !r.is_empty() {
         let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
-        let verdict = if q1 >= MONITOR_TARGET {
-            "met"
-        } else if q3 < MONITOR_TARGET {
-            "**missed**"
-        } else {
-            "not resolved: the quartiles straddle it"
-        };
+        let verdict = verdict(q1, q3, MONITOR_TARGET);
         lines.push(format!(
             "Monitor cost, paired: {} alternating in-process / hybrid pairs of {}-item runs \
              (warm-up included) give hybrid / in-process throughput **{median:.3} ×** (median; \
@@ -547,13 +507,7 @@ fn throughput(c: &mut Criterion) {
     );
     if !r.is_empty() {
         let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
-        let verdict = if q1 >= DISTRIBUTED_TARGET {
-            "met"
-        } else if q3 < DISTRIBUTED_TARGET {
-            "**missed**"
-        } else {
-            "not resolved: the quartiles straddle it"
-        };
+        let verdict = verdict(q1, q3, DISTRIBUTED_TARGET);
         lines.push(format!(
             "Distributed mode, paired: {} alternating in-process / distributed pairs of {}-item \
              runs give distributed / in-process throughput **{median:.3} ×** (median; quartiles \
@@ -568,7 +522,7 @@ fn throughput(c: &mut Criterion) {
         println!("{line}");
     }
     if !lines.is_empty() {
-        write_extra("switch_throughput", &lines);
+        write_extra("switch", "switch_throughput", &lines);
     }
 }
 
@@ -868,7 +822,7 @@ fn main() {
         for line in &lines {
             println!("{line}");
         }
-        write_extra("switch_pause", &lines);
+        write_extra("switch", "switch_pause", &lines);
     }
     black_box(&ballast);
     c.final_summary();

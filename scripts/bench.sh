@@ -35,19 +35,24 @@ row   rtrb_single        "rtrb single (push/pop)"
 row   rtrb_chunked       "rtrb chunked (≤ 256)"
 row   crossbeam_channel  "crossbeam-channel bounded(4096)"
 row   std_sync_channel   "std mpsc sync_channel(4096)"
+row   paired_single      "ringweave and rtrb single, alternating (2 × 2^20 items)"
+row   paired_chunked     "ringweave and rtrb chunked, alternating (2 × 2^20 items)"
 ratio ringweave_single   rtrb_single        1.0
 ratio ringweave_chunked  rtrb_chunked       1.0
 ratio ringweave_chunked  crossbeam_channel  5.0
 ratio ringweave_single   crossbeam_channel  -
 ratio ringweave_chunked  std_sync_channel   -
+extra extra.json
 note  "Ring contenders wait on Full/Empty by spinning 64 times, then yield_now (the same code for ringweave and rtrb); channels block in their own way."
 
 bench pipeline pipeline "Pipeline: source → 3 × map → sink, u64, five threads"
 row   ringweave          "ringweave Pipeline"
 row   crossbeam          "crossbeam-channel, hand-wired"
 row   rtrb_hand_wired    "rtrb chunks, hand-wired"
+row   paired_ringweave_and_rtrb "ringweave and rtrb hand-wired runs alternating (2 × 2M items)"
 ratio ringweave          crossbeam          10.0
 ratio ringweave          rtrb_hand_wired    0.9
+extra extra.json
 note  "2,000,000 items per iteration, ring/channel capacity 4096 everywhere; each iteration times the whole run, the five threads' spawn and join included for all three. Maps are cheap arithmetic, so this measures the per-item cost of the stage loop and the hand-over. The rtrb contender moves chunks of up to 256 and waits by spinning 16 times, then yield_now; ringweave uses its default batch (256) and WaitStrategy (spin, yield, park). Every run's sink sum is checked."
 
 bench ipc ipc_u64 "IPC: parent → forked child, u64 records"
