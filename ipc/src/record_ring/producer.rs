@@ -259,9 +259,17 @@ impl<T: Record> RecordProducer<T> {
                 }
             }
             let window = free.min(to_end) as usize;
-            let room = window.saturating_sub(FRAME_HEADER);
+            let room = if known.is_none() && free < want {
+                // The last record's size says this one will not fit: learn
+                // its size without copying anything (a zero window only
+                // counts), rather than copy what fits and throw it away.
+                0
+            } else {
+                window.saturating_sub(FRAME_HEADER)
+            };
             // SAFETY: `offset + 16 + room <= offset + window <= capacity` and
-            // those bytes are free (`window <= free`), so ours to write.
+            // those bytes are free (`window <= free`), so ours to write
+            // (`room` is 0 when `window < 16`: nothing is written).
             let len = unsafe {
                 let dst = self.ring.arena.as_ptr().add(offset + FRAME_HEADER);
                 record::serialize_into(value, &mut self.arena, dst, room)
@@ -280,9 +288,10 @@ impl<T: Record> RecordProducer<T> {
                     capacity: self.ring.max_record_len(),
                 }));
             }
-            if len <= room {
+            if len <= room && window >= FRAME_HEADER {
                 // The whole archive is in place; `room` and `window` are
-                // multiples of 16, so its padded frame is inside `window`.
+                // multiples of 16, so its padded frame is inside `window`
+                // (an empty archive still needs the header's 16 bytes).
                 // SAFETY: as above, the header's 16 bytes are in `window`.
                 unsafe { self.ring.write_header(offset, len as u64) };
                 let size = frame_len(len) as u64;

@@ -511,3 +511,30 @@ fn an_archive_shorter_than_its_root_is_invalid() {
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
+
+#[test]
+fn empty_archives_still_take_a_frame_and_fill_the_ring() {
+    // `()` archives to zero bytes, so a record of it is a bare 16-byte frame
+    // header; a full ring must refuse it rather than write past the free
+    // bytes.
+    let ring = ring(1024);
+    let (mut tx, mut rx) = ends::<()>(&ring);
+    let mut pushed = 0;
+    while pushed <= 1024 / FRAME_HEADER {
+        match tx.push(&()) {
+            Ok(()) => pushed += 1,
+            Err(PushError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        pushed,
+        1024 / FRAME_HEADER,
+        "one 16-byte frame each, then Full"
+    );
+    tx.flush();
+    for _ in 0..pushed {
+        rx.pop().unwrap();
+    }
+    assert_eq!(rx.pop(), Err(PopError::Empty));
+}
