@@ -16,6 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The whole script is one compound command, so bash has read all of it
+# before it runs any of it: editing this file while a long run is going
+# (it takes ~12 minutes) cannot change what the run does. Bash reads a
+# plain script as it goes, and an edit mid-run once ended one with a
+# syntax error after the last bench.
+{
+
 # What to report. To add a bench: a `bench` line, one `row` per criterion
 # function, and the `ratio` rows that matter. A bench file may have several
 # `bench` lines, one per criterion group; it runs once.
@@ -405,3 +412,5 @@ with open(env["OUT"], "w") as f:
     f.write("\n".join(lines).rstrip() + "\n")
 print(f"wrote {env['OUT']}")
 PY
+exit
+}
