@@ -19,7 +19,7 @@
 #[path = "common/report.rs"]
 mod common;
 
-use common::{quantile, sorted, verdict, write_extra};
+use common::{sorted, summary, write_extra};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use ringweave::Pipeline;
 use std::hint;
@@ -320,14 +320,10 @@ fn pipeline(c: &mut Criterion) {
     if r.is_empty() {
         return;
     }
-    let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
     let line = format!(
-        "Paired: {} alternating runs give ringweave / rtrb_hand_wired throughput **{median:.3} ×** \
-         (median; quartiles {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {RTRB_TARGET} ×: {}.",
+        "Paired: {} alternating runs give ringweave / rtrb_hand_wired throughput {}",
         r.len(),
-        r[0],
-        r[r.len() - 1],
-        verdict(q1, q3, RTRB_TARGET)
+        summary(&r, 3, RTRB_TARGET)
     );
     println!("{line}");
     write_extra("pipeline", "pipeline", &[line]);

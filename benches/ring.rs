@@ -30,7 +30,7 @@
 #[path = "common/report.rs"]
 mod common;
 
-use common::{quantile, sorted, verdict, write_extra};
+use common::{sorted, summary, write_extra};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use std::hint;
 use std::sync::{Arc, Barrier, Mutex};
@@ -354,14 +354,10 @@ fn ring(c: &mut Criterion) {
         if r.is_empty() {
             continue;
         }
-        let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
         lines.push(format!(
-            "- {shape}: {} alternating pairs give ringweave / rtrb throughput **{median:.2} ×** \
-             (median; quartiles {q1:.2}–{q3:.2}, min {:.2}, max {:.2}); target ≥ 1.0 ×: {}.",
+            "- {shape}: {} alternating pairs give ringweave / rtrb throughput {}",
             r.len(),
-            r[0],
-            r[r.len() - 1],
-            verdict(q1, q3, 1.0)
+            summary(&r, 2, 1.0)
         ));
     }
     group.finish();

@@ -70,7 +70,7 @@ mod floor;
 #[path = "switch/gate.rs"]
 mod gate;
 
-use common::{quantile, sorted, verdict, write_extra};
+use common::{quantile, sorted, summary, write_extra};
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use floor::{copy_in, copy_out, fork_and_reap, kill_and_reap, segment_create};
 use gate::{Gate, Pacer, Probe, Source};
@@ -484,17 +484,12 @@ fn throughput(c: &mut Criterion) {
     );
     let mut lines = Vec::new();
     if !r.is_empty() {
-        let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
-        let verdict = verdict(q1, q3, MONITOR_TARGET);
         lines.push(format!(
             "Monitor cost, paired: {} alternating in-process / hybrid pairs of {}-item runs \
-             (warm-up included) give hybrid / in-process throughput **{median:.3} ×** (median; \
-             quartiles {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {MONITOR_TARGET} ×: \
-             {verdict}.",
+             (warm-up included) give hybrid / in-process throughput {}",
             r.len(),
             N_MONITOR,
-            r[0],
-            r[r.len() - 1]
+            summary(&r, 3, MONITOR_TARGET)
         ));
     }
     let r = paired(
@@ -506,16 +501,12 @@ fn throughput(c: &mut Criterion) {
         10,
     );
     if !r.is_empty() {
-        let (q1, median, q3) = (quantile(&r, 0.25), quantile(&r, 0.5), quantile(&r, 0.75));
-        let verdict = verdict(q1, q3, DISTRIBUTED_TARGET);
         lines.push(format!(
             "Distributed mode, paired: {} alternating in-process / distributed pairs of {}-item \
-             runs give distributed / in-process throughput **{median:.3} ×** (median; quartiles \
-             {q1:.3}–{q3:.3}, min {:.3}, max {:.3}); target ≥ {DISTRIBUTED_TARGET} ×: {verdict}.",
+             runs give distributed / in-process throughput {}",
             r.len(),
             N_DISTRIBUTED,
-            r[0],
-            r[r.len() - 1]
+            summary(&r, 3, DISTRIBUTED_TARGET)
         ));
     }
     for line in &lines {

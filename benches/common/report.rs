@@ -58,3 +58,17 @@ pub(crate) fn verdict(q1: f64, q3: f64, target: f64) -> &'static str {
         "not resolved: the quartiles straddle it"
     }
 }
+
+/// The tail of a paired-runs line: "**median ×** (median; quartiles …,
+/// min …, max …); target ≥ T ×: verdict." for the sorted ratios `r`
+/// (not empty), with `digits` decimals.
+pub(crate) fn summary(r: &[f64], digits: usize, target: f64) -> String {
+    let (q1, median, q3) = (quantile(r, 0.25), quantile(r, 0.5), quantile(r, 0.75));
+    format!(
+        "**{median:.digits$} ×** (median; quartiles {q1:.digits$}–{q3:.digits$}, \
+         min {:.digits$}, max {:.digits$}); target ≥ {target} ×: {}.",
+        r[0],
+        r[r.len() - 1],
+        verdict(q1, q3, target)
+    )
+}
