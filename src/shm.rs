@@ -103,14 +103,17 @@ impl<T: Item> ShmOutbox<T> {
         );
         self.staged += done;
         match result {
-            Ok(()) => {
-                self.held.clear();
-                self.staged = 0;
-                self.full = false;
-            }
+            Ok(()) => self.all_staged(),
             Err(PushError::Record(e)) => self.error = Some(e),
             Err(_) => self.full = true,
         }
+    }
+
+    /// Every held item is in the ring: drop them and take outputs again.
+    fn all_staged(&mut self) {
+        self.held.clear();
+        self.staged = 0;
+        self.full = false;
     }
 }
 
@@ -168,9 +171,7 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
             Ok(()) => {
                 self.staged += k;
                 if self.staged == self.held.len() {
-                    self.held.clear();
-                    self.staged = 0;
-                    self.full = false;
+                    self.all_staged();
                 }
                 Ok(())
             }
