@@ -370,6 +370,9 @@ impl RecordRing {
                 })
             }
         }
+        // Before any handle exists: notifiers of a registered process get
+        // away with compiler fences (see `crate::fence`).
+        crate::fence::init_shared();
         Ok(Self {
             segment: Arc::clone(segment),
             raw,
@@ -548,6 +551,35 @@ impl RawRing {
     fn wake_both(&self) {
         wait::notify(self.index().data_waiter(), &FutexSleeper::new());
         wait::notify(self.index().space_waiter(), &FutexSleeper::new());
+    }
+
+    /// Asks the CPU for the arena line holding `offset` in a writable state,
+    /// without waiting for it: a hint that never faults and changes nothing
+    /// a program can observe (a no-op where we have no such hint).
+    #[inline]
+    fn prefetch_write(&self, offset: usize) {
+        debug_assert!(offset < self.capacity as usize);
+        let _line = self.arena.as_ptr().wrapping_add(offset);
+        #[cfg(all(target_arch = "x86_64", not(miri), not(ringweave_loom)))]
+        // SAFETY: PREFETCHW reads and writes no memory architecturally and
+        // cannot fault; CPUs without it execute the opcode as a NOP.
+        unsafe {
+            std::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) _line,
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        #[cfg(all(target_arch = "aarch64", not(miri), not(ringweave_loom)))]
+        // SAFETY: a prefetch-for-store hint; it accesses no memory
+        // architecturally and cannot fault.
+        unsafe {
+            std::arch::asm!(
+                "prfm pstl1keep, [{0}]",
+                in(reg) _line,
+                options(nostack, preserves_flags, readonly)
+            );
+        }
     }
 
     /// Writes a frame header with length word `len` at arena `offset`.

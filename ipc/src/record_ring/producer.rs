@@ -35,8 +35,32 @@ pub struct RecordProducer<T> {
     arena: Arena,
     strategy: WaitStrategy,
     poll: Option<Duration>,
+    /// Ring position up to which the lines ahead of `staged` were
+    /// prefetched for writing (see [`PREFETCH_AHEAD`]).
+    prefetched: u64,
     _record: PhantomData<fn(&T)>,
 }
+
+/// Bytes of free lines ahead of the staged position the producer keeps
+/// prefetched for writing.
+///
+/// The lines a producer writes were last read by the consumer, a lap ago,
+/// and are still in the consumer's cache. A store to such a line waits for
+/// the other core to give it up, and stores leave the store buffer in order,
+/// so a serializer's small stores wait for one line at a time: on this
+/// project's bench machine, 100-byte-string records went 4.6 times slower
+/// when producer and consumer ran on far-apart cores. Asking for the lines
+/// early overlaps those waits. Only whole lines the consumer has released
+/// are prefetched: the one holding its position may still be read.
+const PREFETCH_AHEAD: u64 = 2048;
+
+/// The prefetch window is refilled (up to [`PREFETCH_AHEAD`]) when fewer
+/// than this many bytes ahead are prefetched: a burst of prefetches every
+/// few records rather than one per record.
+const PREFETCH_REFILL: u64 = 1024;
+
+/// Bytes of a cache line, as far as prefetching is concerned.
+const LINE: u64 = 64;
 
 // SAFETY: the handle owns its cursor and scratch arena; the raw pointers
 // point into a shared mapping whose concurrent use the index protocol
@@ -74,6 +98,7 @@ impl<T: Record> RecordProducer<T> {
             arena: Arena::new(),
             strategy: super::DEFAULT_WAIT,
             poll: Some(DEFAULT_POLL_INTERVAL),
+            prefetched: 0,
             _record: PhantomData,
         }
     }
@@ -258,6 +283,9 @@ impl<T: Record> RecordProducer<T> {
                     continue;
                 }
             }
+            if known.is_none() {
+                self.prefetch_ahead(free);
+            }
             let window = free.min(to_end) as usize;
             let room = if known.is_none() && free < want {
                 // The last record's size says this one will not fit: learn
@@ -307,6 +335,24 @@ impl<T: Record> RecordProducer<T> {
             }
             known = Some(len as u64);
         }
+    }
+
+    /// Prefetches, for writing, the whole lines within [`PREFETCH_AHEAD`]
+    /// bytes past the staged position that are among the `free` bytes there
+    /// and not prefetched yet — when fewer than [`PREFETCH_REFILL`] bytes
+    /// ahead are.
+    #[inline]
+    fn prefetch_ahead(&mut self, free: u64) {
+        if self.prefetched >= self.staged + PREFETCH_REFILL {
+            return;
+        }
+        let end = (self.staged + free.min(PREFETCH_AHEAD)) & !(LINE - 1);
+        let mut pos = self.prefetched.max(self.staged.next_multiple_of(LINE));
+        while pos < end {
+            self.ring.prefetch_write(self.ring.offset(pos));
+            pos += LINE;
+        }
+        self.prefetched = self.prefetched.max(end);
     }
 
     /// Publishes every staged record with one store, and wakes the consumer
