@@ -1,4 +1,4 @@
-//! Asymmetric fences for the in-process waiter-flag handshake.
+//! Asymmetric fences for the waiter-flag handshake.
 //!
 //! The handshake in [`crate::wait`] is Dekker's pattern: each side stores,
 //! then fences, then loads. With a SeqCst fence on both sides the notifier —
@@ -17,11 +17,34 @@
 //! whose load comes after the barrier it was made to run. This is the
 //! scheme of liburcu and folly's `asymmetricHeavyBarrier`.
 //!
-//! It only covers threads of one process: the shared-memory ring keeps
-//! SeqCst fences on both sides. Where `membarrier` is missing (old kernels,
-//! seccomp), [`init`] finds out once and both functions fall back to SeqCst
-//! fences. Under loom both are SeqCst fences: loom checks the symmetric
+//! `PRIVATE_EXPEDITED` only covers threads of one process. Across processes
+//! — a [`FutexSleeper`](crate::futex::FutexSleeper) on a shared-memory ring —
+//! [`shared_light`] and [`shared_heavy`] do the same with
+//! `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, which runs a barrier on every CPU
+//! currently running a thread of a process registered for it. A process
+//! registers in [`init_shared`] (every record ring does so when it is made)
+//! and uses compiler fences as a notifier only once registered. A process
+//! forked after that registers again in a `pthread_atfork` child handler, so
+//! a child never relies on the kernel copying its parent's registration; if
+//! that fails, the child's notifiers use SeqCst fences, which is correct
+//! against any sleeper. A sleeper issues the global barrier whenever the
+//! kernel offers it, registered or not. If it cannot (membarrier missing, or
+//! denied by a seccomp filter in this process only), its own fence is a
+//! SeqCst fence, which would not order a registered peer's compiler fence:
+//! so in that case the futex sleeper never sleeps longer than
+//! [`UNBARRIERED_SLEEP`] at a time, and a lost wake-up costs that much at
+//! most instead of a hang.
+//!
+//! Where `membarrier` is missing (old kernels, seccomp), [`init`] and
+//! [`init_shared`] find out once and the functions fall back to SeqCst
+//! fences. Under loom all four are SeqCst fences: loom checks the symmetric
 //! handshake, and the asymmetric one rests on the argument above.
+
+use std::time::Duration;
+
+/// The longest a futex sleeper sleeps at a time in a process that cannot
+/// issue global barriers (see the module docs).
+pub const UNBARRIERED_SLEEP: Duration = Duration::from_millis(10);
 
 #[cfg(not(ringweave_loom))]
 mod imp {
@@ -84,6 +107,103 @@ mod imp {
         }
     }
 
+    const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+    const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    /// This process's part as a cross-process notifier: ASYMMETRIC once
+    /// registered for global expedited barriers (compiler fences suffice),
+    /// else UNKNOWN or SYMMETRIC (SeqCst fences). Written by `init_shared`
+    /// and by the fork child handler.
+    static SHARED: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    /// Whether this process can issue global expedited barriers: ASYMMETRIC
+    /// if so, SYMMETRIC if not, UNKNOWN before `init_shared`.
+    static ISSUER: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    /// Registers this process for global expedited membarriers, once, and
+    /// makes every child forked after this register too. Cheap after the
+    /// first call; every record ring calls it when it is made.
+    pub fn init_shared() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // Miri has no membarrier: it checks the symmetric handshake.
+            let query = if cfg!(miri) {
+                -1
+            } else {
+                membarrier(MEMBARRIER_CMD_QUERY)
+            };
+            let offered = |cmd: libc::c_int| query > 0 && query & libc::c_long::from(cmd) != 0;
+            let can_issue = offered(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+            let registered = can_issue
+                && offered(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+                // SAFETY: registers a function that makes one system call
+                // and stores to an atomic, both allowed in a forked child.
+                && unsafe { libc::pthread_atfork(None, None, Some(register_in_child)) } == 0
+                && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+            // Relaxed: as in `init`, `Once` orders these stores before every
+            // `call_once` return.
+            ISSUER.store(
+                if can_issue { ASYMMETRIC } else { SYMMETRIC },
+                Ordering::Relaxed,
+            );
+            SHARED.store(
+                if registered { ASYMMETRIC } else { SYMMETRIC },
+                Ordering::Relaxed,
+            );
+        });
+    }
+
+    /// Runs in every child forked after a successful `init_shared`, before
+    /// `fork` returns there: the child is a new process and registers
+    /// itself, or falls back to SeqCst fences as a notifier.
+    extern "C" fn register_in_child() {
+        if membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 {
+            // Relaxed: the child is single-threaded until fork returns.
+            SHARED.store(SYMMETRIC, Ordering::Relaxed);
+        }
+    }
+
+    /// The cross-process notifier's side: a compiler fence if this process
+    /// is registered for global barriers, else a SeqCst fence.
+    #[inline]
+    pub fn shared_light() {
+        // Relaxed: set by `init_shared` on this thread or before this
+        // handle reached it (a ring's descriptor calls it before making
+        // handles), or by the fork child handler before `fork` returned.
+        if SHARED.load(Ordering::Relaxed) == ASYMMETRIC {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The cross-process sleeper's side: a barrier on every CPU running a
+    /// registered process (including a full barrier here), or a SeqCst
+    /// fence. Returns whether it was the global barrier.
+    pub fn shared_heavy() -> bool {
+        init_shared();
+        if ISSUER.load(Ordering::Relaxed) == ASYMMETRIC {
+            if membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 {
+                // The kernel offered it; if it now fails, registered
+                // notifiers' compiler fences are unordered and a wake-up
+                // could be lost. Stop rather than hang.
+                eprintln!("ringweave: global membarrier failed after query; aborting");
+                std::process::abort();
+            }
+            true
+        } else {
+            fence(Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// Whether [`shared_heavy`] issues global barriers in this process.
+    pub fn shared_barrier() -> bool {
+        init_shared();
+        ISSUER.load(Ordering::Relaxed) == ASYMMETRIC
+    }
+
     /// The sleeper's side: a process-wide barrier, or a SeqCst fence.
     pub fn heavy() {
         if STATE.load(Ordering::Relaxed) == ASYMMETRIC {
@@ -116,6 +236,25 @@ mod imp {
     pub fn heavy() {
         fence(Ordering::SeqCst);
     }
+
+    /// Nothing to register under loom.
+    pub fn init_shared() {}
+
+    /// A SeqCst fence: loom models the symmetric handshake.
+    pub fn shared_light() {
+        fence(Ordering::SeqCst);
+    }
+
+    /// A SeqCst fence: loom models the symmetric handshake.
+    pub fn shared_heavy() -> bool {
+        fence(Ordering::SeqCst);
+        true
+    }
+
+    /// Under loom every fence is SeqCst, so sleeps need no cap.
+    pub fn shared_barrier() -> bool {
+        true
+    }
 }
 
-pub use imp::{heavy, init, light};
+pub use imp::{heavy, init, init_shared, light, shared_barrier, shared_heavy, shared_light};

@@ -19,6 +19,7 @@
 //! kernel can wait on); `loom-tests/tests/wakeup.rs` models the handshake with
 //! the thread sleeper instead.
 
+use crate::fence;
 use crate::sync::atomic::AtomicU32;
 use crate::wait::{Sleeper, WAITING};
 use nix::errno::Errno;
@@ -177,7 +178,26 @@ impl Sleeper for FutexSleeper {
     /// Nothing to register: the futex is keyed by the flag's address.
     fn prepare(&self) {}
 
+    /// A global membarrier (see [`crate::fence`]): the notifier, perhaps in
+    /// another process, gets away with a compiler fence.
+    fn waiter_fence(&self) {
+        fence::shared_heavy();
+    }
+
+    #[inline]
+    fn notifier_fence(&self) {
+        fence::shared_light();
+    }
+
     fn sleep(&self, flag: &AtomicU32, deadline: Option<Instant>) {
+        // Without the global barrier our fence does not order a registered
+        // notifier's compiler fence: bound what a lost wake-up can cost.
+        let deadline = if fence::shared_barrier() {
+            deadline
+        } else {
+            let cap = Instant::now() + fence::UNBARRIERED_SLEEP;
+            Some(deadline.map_or(cap, |d| d.min(cap)))
+        };
         match wait_until(flag, WAITING, deadline) {
             Ok(_) => {}
             // Only EINVAL or ENOSYS can get here, on a kernel without

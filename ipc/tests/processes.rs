@@ -557,3 +557,86 @@ fn a_paused_consumer_is_peeked_then_replaced() {
     let rest: Vec<String> = std::iter::from_fn(|| rx.pop().ok()).collect();
     assert_eq!(rest, unread);
 }
+
+#[test]
+fn sleeping_at_once_between_processes_loses_no_wake_up() {
+    // Ping-pong, one record each way per round, both sides sleeping on the
+    // futex as soon as the ring is empty and with no poll interval: every
+    // round goes through the waiter-flag handshake across processes, where
+    // the notifier's fence is a compiler fence once its process registered
+    // for global membarriers (the child registers after the fork). A lost
+    // wake-up would leave a side asleep until its deadline: the parent's
+    // shows as a timeout, the child's as a missing reply.
+    let rounds: u64 = if cfg!(debug_assertions) {
+        3_000
+    } else {
+        20_000
+    };
+    let rings = rings("ringweave-test-wakeups", &[4096, 4096]);
+    let (down, up) = (&rings[0], &rings[1]);
+    // SAFETY: one producer and one consumer per ring; the child's pair is
+    // moved into its closure, the parent's is dropped before `rings`.
+    let (mut tx, mut rx) = unsafe { (down.producer::<u64>(), up.consumer::<u64>()) };
+    // SAFETY: as above.
+    let (mut child_rx, mut child_tx) = unsafe { (down.consumer::<u64>(), up.producer::<u64>()) };
+    for end in [
+        &mut tx as &mut dyn SetWait,
+        &mut rx,
+        &mut child_rx,
+        &mut child_tx,
+    ] {
+        end.sleep_at_once();
+    }
+    // SAFETY: the child runs ring operations and arithmetic only.
+    let mut worker = unsafe {
+        Worker::spawn("ponger", move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            for i in 0..rounds {
+                match child_rx.pop_until(Some(deadline), || false) {
+                    Ok(x) if x == i => {}
+                    Ok(_) => return 2,
+                    Err(_) => return 3,
+                }
+                if child_tx
+                    .push_until(&(i + 1), Some(deadline), || false)
+                    .is_err()
+                {
+                    return 4;
+                }
+                child_tx.flush();
+            }
+            0
+        })
+    }
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for i in 0..rounds {
+        tx.push_until(&i, Some(deadline), ended(&mut worker))
+            .unwrap_or_else(|e| panic!("round {i}: push: {e}"));
+        tx.flush();
+        let reply = rx
+            .pop_until(Some(deadline), ended(&mut worker))
+            .unwrap_or_else(|e| panic!("round {i}: no reply ({e}), child {:?}", worker.exit()));
+        assert_eq!(reply, i + 1, "round {i}");
+    }
+    assert_eq!(worker.wait().unwrap(), WorkerExit::Exited(0));
+}
+
+/// Sleep at once and never poll: only a wake-up ends a sleep early.
+trait SetWait {
+    fn sleep_at_once(&mut self);
+}
+
+impl<T> SetWait for ringweave_ipc::record_ring::RecordProducer<T> {
+    fn sleep_at_once(&mut self) {
+        self.set_wait_strategy(ringweave_ipc::wait::WaitStrategy::SLEEP_AT_ONCE);
+        self.set_poll_interval(None);
+    }
+}
+
+impl<T> SetWait for ringweave_ipc::record_ring::RecordConsumer<T> {
+    fn sleep_at_once(&mut self) {
+        self.set_wait_strategy(ringweave_ipc::wait::WaitStrategy::SLEEP_AT_ONCE);
+        self.set_poll_interval(None);
+    }
+}
