@@ -100,7 +100,14 @@ mod imp {
     #[inline]
     pub fn light() {
         // Relaxed: set once before any handle existed (see `init`).
-        if STATE.load(Ordering::Relaxed) == ASYMMETRIC {
+        notifier_fence(STATE.load(Ordering::Relaxed));
+    }
+
+    /// A compiler fence where the sleepers' barrier covers us (`state` is
+    /// ASYMMETRIC), else a SeqCst fence.
+    #[inline]
+    fn notifier_fence(state: u8) {
+        if state == ASYMMETRIC {
             compiler_fence(Ordering::SeqCst);
         } else {
             fence(Ordering::SeqCst);
@@ -171,17 +178,13 @@ mod imp {
         // Relaxed: set by `init_shared` on this thread or before this
         // handle reached it (a ring's descriptor calls it before making
         // handles), or by the fork child handler before `fork` returned.
-        if SHARED.load(Ordering::Relaxed) == ASYMMETRIC {
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            fence(Ordering::SeqCst);
-        }
+        notifier_fence(SHARED.load(Ordering::Relaxed));
     }
 
     /// The cross-process sleeper's side: a barrier on every CPU running a
     /// registered process (including a full barrier here), or a SeqCst
-    /// fence. Returns whether it was the global barrier.
-    pub fn shared_heavy() -> bool {
+    /// fence (see [`shared_barrier`]).
+    pub fn shared_heavy() {
         init_shared();
         if ISSUER.load(Ordering::Relaxed) == ASYMMETRIC {
             if membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 {
@@ -191,10 +194,8 @@ mod imp {
                 eprintln!("ringweave: global membarrier failed after query; aborting");
                 std::process::abort();
             }
-            true
         } else {
             fence(Ordering::SeqCst);
-            false
         }
     }
 
@@ -246,9 +247,8 @@ mod imp {
     }
 
     /// A SeqCst fence: loom models the symmetric handshake.
-    pub fn shared_heavy() -> bool {
+    pub fn shared_heavy() {
         fence(Ordering::SeqCst);
-        true
     }
 
     /// Under loom every fence is SeqCst, so sleeps need no cap.
