@@ -205,6 +205,17 @@ mod imp {
         ISSUER.load(Ordering::Relaxed) == ASYMMETRIC
     }
 
+    /// Makes this process act as one that can (or cannot) issue global
+    /// barriers; returns what it was. For the test of the capped sleep.
+    #[cfg(test)]
+    pub fn set_shared_barrier(can_issue: bool) -> bool {
+        init_shared();
+        let state = if can_issue { ASYMMETRIC } else { SYMMETRIC };
+        // Relaxed: a test's own thread reads it back; other threads may see
+        // either value, and both are correct (see the module docs).
+        ISSUER.swap(state, Ordering::Relaxed) == ASYMMETRIC
+    }
+
     /// The sleeper's side: a process-wide barrier, or a SeqCst fence.
     pub fn heavy() {
         if STATE.load(Ordering::Relaxed) == ASYMMETRIC {
@@ -258,3 +269,6 @@ mod imp {
 }
 
 pub use imp::{heavy, init, init_shared, light, shared_barrier, shared_heavy, shared_light};
+
+#[cfg(all(test, not(ringweave_loom)))]
+pub(crate) use imp::set_shared_barrier;

@@ -248,6 +248,29 @@ mod tests {
     }
 
     #[test]
+    fn without_the_global_barrier_a_sleep_ends_by_itself() {
+        // In a process that cannot issue global membarriers, a registered
+        // notifier's compiler fence is not ordered against our re-check, so
+        // a wake-up may be lost: the sleep must end on its own. Nobody wakes
+        // this one. (Other tests of this binary may run meanwhile with the
+        // barrier off; that is correct, at worst slower.)
+        let could = fence::set_shared_barrier(false);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let word = AtomicU32::new(WAITING);
+            FutexSleeper::new().sleep(&word, None);
+            let _ = done.send(());
+        });
+        let ended = finished.recv_timeout(Duration::from_secs(10));
+        fence::set_shared_barrier(could);
+        assert!(
+            ended.is_ok(),
+            "a sleep without a deadline did not end within 10 s ({:?} cap)",
+            fence::UNBARRIERED_SLEEP
+        );
+    }
+
+    #[test]
     fn handshake_between_threads() {
         // The sleeper side of `wait::wait_until` against a notifier thread,
         // with futexes; many rounds so that both interleavings (notifier
