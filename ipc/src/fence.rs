@@ -186,17 +186,10 @@ mod imp {
     /// fence (see [`shared_barrier`]).
     pub fn shared_heavy() {
         init_shared();
-        if ISSUER.load(Ordering::Relaxed) == ASYMMETRIC {
-            if membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 {
-                // The kernel offered it; if it now fails, registered
-                // notifiers' compiler fences are unordered and a wake-up
-                // could be lost. Stop rather than hang.
-                eprintln!("ringweave: global membarrier failed after query; aborting");
-                std::process::abort();
-            }
-        } else {
-            fence(Ordering::SeqCst);
-        }
+        sleeper_barrier(
+            ISSUER.load(Ordering::Relaxed),
+            MEMBARRIER_CMD_GLOBAL_EXPEDITED,
+        );
     }
 
     /// Whether [`shared_heavy`] issues global barriers in this process.
@@ -218,12 +211,22 @@ mod imp {
 
     /// The sleeper's side: a process-wide barrier, or a SeqCst fence.
     pub fn heavy() {
-        if STATE.load(Ordering::Relaxed) == ASYMMETRIC {
-            if membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 {
-                // Registered, so it cannot fail; if the kernel says
-                // otherwise the notifiers' compiler fences are unsound and
-                // a wake-up could be lost. Stop rather than hang.
-                eprintln!("ringweave: membarrier failed after registration; aborting");
+        sleeper_barrier(
+            STATE.load(Ordering::Relaxed),
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+        );
+    }
+
+    /// `membarrier(cmd)` where `state` says notifiers rely on it (they use
+    /// compiler fences), else a SeqCst fence.
+    fn sleeper_barrier(state: u8, cmd: libc::c_int) {
+        if state == ASYMMETRIC {
+            if membarrier(cmd) != 0 {
+                // The kernel accepted this command before (registration or
+                // query); if it now fails, the notifiers' compiler fences
+                // are unordered and a wake-up could be lost. Stop rather
+                // than hang.
+                eprintln!("ringweave: membarrier({cmd}) failed after it was accepted; aborting");
                 std::process::abort();
             }
         } else {
