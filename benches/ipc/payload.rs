@@ -82,6 +82,11 @@ pub(super) trait Payload:
     fn check(&self) -> u64;
     /// The same, read from the archive in place.
     fn check_archived(archived: &rkyv::Archived<Self>) -> u64;
+    /// The record as plain bytes, for payloads that are nothing else (the
+    /// hand-off floor sends those).
+    fn blob(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl Payload for u64 {
@@ -176,6 +181,10 @@ impl Payload for Vec<u8> {
 
     fn check_archived(a: &rkyv::vec::ArchivedVec<u8>) -> u64 {
         blob_check(a.as_slice())
+    }
+
+    fn blob(&self) -> Option<&[u8]> {
+        Some(self)
     }
 }
 
