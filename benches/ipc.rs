@@ -61,7 +61,9 @@
 //! subscriber). After the criterion group, each contender runs
 //! `RTT_ROUNDS` round trips once more into an hdrhistogram, in
 //! `RTT_BLOCKS` blocks (one fork each) that the contenders take in turns;
-//! the percentiles go to the report.
+//! the percentiles go to the report. Every round-trip measurement pins the
+//! parent and the child to two CPUs (see [`Placement::Pinned`]); the
+//! throughput groups leave placement to the scheduler.
 //!
 //! # Paired ratios
 //!
@@ -112,6 +114,8 @@ use handoff::handoff_floor;
 use hdrhistogram::Histogram;
 use iceoryx::{iceoryx2_probe, rtt_iceoryx2};
 use iceoryx2::prelude::{set_log_level, LogLevel};
+use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use payload::{expected_sum, Payload, Shape, Text, Tick};
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::{PopError, RecordRing};
@@ -267,6 +271,67 @@ fn give_up_at() -> Option<Instant> {
     Some(Instant::now() + CHILD_TIMEOUT)
 }
 
+/// Where [`forked_with`] runs its two processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Wherever the scheduler puts them (the throughput groups).
+    Scheduler,
+    /// The parent pinned to the CPU it is on and the child to another CPU
+    /// the parent may use, as iceoryx2's own latency benchmarks pin their
+    /// two participants; the parent is unpinned again when the measurement
+    /// ends. Without it a forked child sometimes starts on its parent's CPU
+    /// and the scheduler takes milliseconds to move one of them: two polling
+    /// sides then take turns on one core, and every round trip for that
+    /// while costs a yield each way (≈ 6 µs instead of 0.2). With a single
+    /// usable CPU this is `Scheduler`.
+    Pinned,
+}
+
+/// The parent's CPU affinity as it was before [`pin_pair`]; restores it
+/// when dropped.
+struct Unpin(CpuSet);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        // Best effort: a failure leaves the bench pinned, slower, not wrong.
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
+    }
+}
+
+/// Pins the calling thread to the CPU it is on and returns the set the
+/// child should pin itself to, with the guard that unpins the parent; `None`
+/// if fewer than two CPUs are usable.
+fn pin_pair() -> Option<(CpuSet, Unpin)> {
+    let original = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let here = sched_getcpu().ok()?;
+    let other = (0..CpuSet::count()).find(|&c| c != here && original.is_set(c).unwrap_or(false))?;
+    let (mut parent, mut child) = (CpuSet::new(), CpuSet::new());
+    parent.set(here).ok()?;
+    child.set(other).ok()?;
+    sched_setaffinity(Pid::from_raw(0), &parent).ok()?;
+    Some((child, Unpin(original)))
+}
+
+/// [`forked_with`] the scheduler's placement.
+fn forked<S, R>(
+    name: &str,
+    child: impl FnOnce(&Reporter<'_>) -> i32,
+    setup: impl FnOnce() -> S,
+    send: impl FnOnce(&mut S) -> R,
+) -> Outcome<R> {
+    forked_with(Placement::Scheduler, name, child, setup, send)
+}
+
+/// [`forked_with`] the two processes pinned to two CPUs.
+fn forked_pinned<S, R>(
+    name: &str,
+    child: impl FnOnce(&Reporter<'_>) -> i32,
+    setup: impl FnOnce() -> S,
+    send: impl FnOnce(&mut S) -> R,
+) -> Outcome<R> {
+    forked_with(Placement::Pinned, name, child, setup, send)
+}
+
 /// Forks a child running `child`, runs `setup` and then (timed) `send` in
 /// the parent, waits for the child's report and reaps it.
 ///
@@ -274,12 +339,18 @@ fn give_up_at() -> Option<Instant> {
 /// lock-free code, the allocator, system calls. Its return value is its
 /// exit code; it reports through the [`Reporter`] (`ready` before the parent
 /// may start, `done` after its last record).
-fn forked<S, R>(
+fn forked_with<S, R>(
+    placement: Placement,
     name: &str,
     child: impl FnOnce(&Reporter<'_>) -> i32,
     setup: impl FnOnce() -> S,
     send: impl FnOnce(&mut S) -> R,
 ) -> Outcome<R> {
+    let pins = match placement {
+        Placement::Pinned => pin_pair(),
+        Placement::Scheduler => None,
+    };
+    let (child_cpu, _unpin) = pins.unzip();
     let mut layout = SegmentLayout::new();
     let at = layout
         .reserve(Layout::new::<Report>())
@@ -300,7 +371,17 @@ fn forked<S, R>(
     // SAFETY: the child runs `child`, whose callers keep to lock-free code,
     // the allocator and system calls (or assert that this process is
     // single-threaded, for iceoryx2), and reports through shared memory.
-    let mut worker = unsafe { Worker::spawn(name, || child(&reporter)) }.expect("fork");
+    let mut worker = unsafe {
+        Worker::spawn(name, || {
+            if let Some(cpu) = &child_cpu {
+                if sched_setaffinity(Pid::from_raw(0), cpu).is_err() {
+                    return EXIT_SETUP;
+                }
+            }
+            child(&reporter)
+        })
+    }
+    .expect("fork");
     let mut state = setup();
     wait_word(&words.ready, &mut worker, "ready");
     let start = reporter.base.elapsed();
@@ -890,7 +971,11 @@ impl RoundTrips<'_> {
 
 fn rtt_ringweave(strategy: WaitStrategy, mut plan: RoundTrips<'_>) -> Duration {
     let total = plan.total();
-    let (_segment, rings) = rings(&[RTT_RING_BYTES, RTT_RING_BYTES]);
+    let (segment, rings) = rings(&[RTT_RING_BYTES, RTT_RING_BYTES]);
+    // Untimed, as for the throughput rings: without it the first lap (2048
+    // round trips, past the warm-up) takes a page fault every 4 KiB.
+    segment.populate().expect("populate the rings' segment");
+    let child_segment = Arc::clone(&segment);
     let (down, up) = (&rings[0], &rings[1]);
     // SAFETY: per ring one producer and one consumer: the parent's two are
     // used by the parent and dropped in `forked` before `rings`; the
@@ -902,9 +987,10 @@ fn rtt_ringweave(strategy: WaitStrategy, mut plan: RoundTrips<'_>) -> Duration {
     rx.set_wait_strategy(strategy);
     child_rx.set_wait_strategy(strategy);
     child_tx.set_wait_strategy(strategy);
-    let out = forked(
+    let out = forked_pinned(
         "ringweave_rtt",
         move |report| {
+            let _ = child_segment.populate();
             report.ready();
             let mut sum = 0u64;
             for _ in 0..total {

@@ -3,8 +3,8 @@
 
 use super::payload::{blob_check, text_check, Payload, Text, Tick};
 use super::{
-    forked, Backoff, Outcome, RoundTrips, BLOB_LEN, CHILD_TIMEOUT, EXIT_OK, EXIT_SETUP,
-    EXIT_TRANSPORT, INLINE_TEXT_CAP,
+    forked, forked_pinned, Backoff, Outcome, RoundTrips, BLOB_LEN, CHILD_TIMEOUT, EXIT_OK,
+    EXIT_SETUP, EXIT_TRANSPORT, INLINE_TEXT_CAP,
 };
 use iceoryx2::prelude::{
     ipc, BackpressureStrategy, Node, NodeBuilder, PortFactory as _, ServiceName,
@@ -379,7 +379,7 @@ pub(super) fn rtt_iceoryx2(mut plan: RoundTrips<'_>) -> Duration {
     let total = plan.total();
     let (ping, pong) = (ice_service_name("ping"), ice_service_name("pong"));
     const BUFFER: usize = 16;
-    let out = forked(
+    let out = forked_pinned(
         "iceoryx2_rtt",
         |report| {
             let Some(node) = ice_node() else {
