@@ -322,16 +322,6 @@ fn forked<S, R>(
     forked_with(Placement::Scheduler, name, child, setup, send)
 }
 
-/// [`forked_with`] the two processes pinned to two CPUs.
-fn forked_pinned<S, R>(
-    name: &str,
-    child: impl FnOnce(&Reporter<'_>) -> i32,
-    setup: impl FnOnce() -> S,
-    send: impl FnOnce(&mut S) -> R,
-) -> Outcome<R> {
-    forked_with(Placement::Pinned, name, child, setup, send)
-}
-
 /// Forks a child running `child`, runs `setup` and then (timed) `send` in
 /// the parent, waits for the child's report and reaps it.
 ///
@@ -987,7 +977,8 @@ fn rtt_ringweave(strategy: WaitStrategy, mut plan: RoundTrips<'_>) -> Duration {
     rx.set_wait_strategy(strategy);
     child_rx.set_wait_strategy(strategy);
     child_tx.set_wait_strategy(strategy);
-    let out = forked_pinned(
+    let out = forked_with(
+        Placement::Pinned,
         "ringweave_rtt",
         move |report| {
             let _ = child_segment.populate();

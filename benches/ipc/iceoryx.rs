@@ -3,7 +3,7 @@
 
 use super::payload::{blob_check, text_check, Payload, Text, Tick};
 use super::{
-    forked, forked_pinned, Backoff, Outcome, RoundTrips, BLOB_LEN, CHILD_TIMEOUT, EXIT_OK,
+    forked, forked_with, Backoff, Outcome, Placement, RoundTrips, BLOB_LEN, CHILD_TIMEOUT, EXIT_OK,
     EXIT_SETUP, EXIT_TRANSPORT, INLINE_TEXT_CAP,
 };
 use iceoryx2::prelude::{
@@ -379,7 +379,8 @@ pub(super) fn rtt_iceoryx2(mut plan: RoundTrips<'_>) -> Duration {
     let total = plan.total();
     let (ping, pong) = (ice_service_name("ping"), ice_service_name("pong"));
     const BUFFER: usize = 16;
-    let out = forked_pinned(
+    let out = forked_with(
+        Placement::Pinned,
         "iceoryx2_rtt",
         |report| {
             let Some(node) = ice_node() else {

@@ -3,8 +3,8 @@
 
 use super::payload::Payload;
 use super::{
-    forked, forked_pinned, Outcome, RoundTrips, BATCH_BYTES, BLOB_LEN, EXIT_INVALID, EXIT_OK,
-    EXIT_TRANSPORT, STREAM_BUF,
+    forked, forked_with, Outcome, Placement, RoundTrips, BATCH_BYTES, BLOB_LEN, EXIT_INVALID,
+    EXIT_OK, EXIT_TRANSPORT, STREAM_BUF,
 };
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -163,7 +163,8 @@ pub(super) fn rtt_socketpair(mut plan: RoundTrips<'_>) -> Duration {
     let raw = child_end.as_raw_fd();
     // One u64 frame: 8-byte length, 8-byte archive.
     const FRAME: usize = 16;
-    let out = forked_pinned(
+    let out = forked_with(
+        Placement::Pinned,
         "socketpair_rtt",
         move |report| {
             // SAFETY: `raw` is the child's end, open in this forked process;
