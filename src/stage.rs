@@ -128,14 +128,9 @@ where
     fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
         let capacity = area.len();
         let mut arena = rkyv::ser::allocator::Arena::new();
-        let writer = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
-            &self.state,
-            ringweave_ipc::record::SlotWriter::from_slice(area),
-            ringweave_ipc::record::Scratch::new(&mut arena),
-        )
-        .map_err(|e| format!("state does not serialize: {e}"))?;
-        let len = rkyv::ser::Positional::pos(&writer);
-        if !writer.fits() {
+        let len = ringweave_ipc::record::serialize_to_slice(&self.state, &mut arena, area)
+            .map_err(|e| format!("state does not serialize: {e}"))?;
+        if len > capacity {
             return Err(format!(
                 "state archive of {len} bytes does not fit the {capacity}-byte state area \
                  (raise HybridConfig::max_state_bytes)"

@@ -345,6 +345,30 @@ where
     Ok(writer.pos())
 }
 
+/// Serializes `value` into `window` as a record ring's producer serializes
+/// into its arena: in place, with `arena` as the serializer's scratch space,
+/// no intermediate buffer.
+///
+/// Returns the archive's exact length; it was written completely iff that
+/// is at most `window.len()` (past the window the serializer only counts, so
+/// a caller learns how much room the value needs).
+///
+/// # Errors
+///
+/// What the value's `Serialize` impl returns.
+pub fn serialize_to_slice<U>(
+    value: &U,
+    arena: &mut Arena,
+    window: &mut [u8],
+) -> Result<usize, rancor::Error>
+where
+    U: for<'w, 'a> Serialize<RecordSerializer<'w, 'a>>,
+{
+    // SAFETY: the slice is valid for writes of its length and borrowed
+    // exclusively for this call.
+    unsafe { serialize_into(value, arena, window.as_mut_ptr(), window.len()) }
+}
+
 /// What is wrong with one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordError {
@@ -436,8 +460,11 @@ mod tests {
         struct Aligned([u8; 8192]);
         let mut buf = Box::new(Aligned([0xaa; 8192]));
         let mut arena = Arena::new();
-        // SAFETY: `window <= 8192` bytes of our own buffer.
-        let len = unsafe { serialize_into(value, &mut arena, buf.0.as_mut_ptr(), window) }.unwrap();
+        let len = serialize_to_slice(value, &mut arena, &mut buf.0[..window]).unwrap();
+        assert!(
+            buf.0[window..].iter().all(|&b| b == 0xaa),
+            "wrote past a {window}-byte window"
+        );
         if len > window {
             return (len, false, None);
         }
