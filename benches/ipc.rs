@@ -45,8 +45,8 @@
 //! ring and socketpair, two floors: one `memcpy` of a record in one process
 //! (`copy_floor`), and the one-copy hand-off between the same two processes
 //! with no transport work on top (`handoff::handoff_floor`: fixed slots,
-//! two index words). The second bounds what ratio to the socketpair any
-//! transport that copies each record once can reach in that run.
+//! two index words). The socketpair's time over the second is the ratio a
+//! one-copy transport would reach in that run if its own work cost nothing.
 //!
 //! `ipc_validate` — the 64-byte struct through the batched ring, child
 //! validating (the default, `rkyv::access`) or trusting (`trust_producer`);

@@ -4,10 +4,12 @@
 //! copies each record into the next fixed slot of a shared buffer the size
 //! of the ring's arena and publishes a count; the forked child reads the
 //! slot as the ring's consumer does (one byte of every line) and acknowledges
-//! it. Any transport that copies each record once pays at least this on the
-//! same two cores, so the ring's time over it is what the ring's own work
-//! costs, and the socketpair's time over it bounds what ratio a one-copy
-//! transport can reach in this run.
+//! it. The ring's time over it is what the ring's own work costs on top of
+//! the one copy and the cross-core transfer, and the socketpair's time over
+//! it is the ratio to the socketpair that a one-copy transport would reach
+//! in that run if its own work cost nothing. (Not a proof that no one-copy
+//! design can beat it: slot layout, copy routine and buffer size were
+//! varied here without gain, see `scripts/bench.sh`.)
 
 use super::payload::blob_check;
 use super::{forked, Backoff, Outcome, EXIT_OK, RING_BYTES};
