@@ -108,7 +108,7 @@ mod payload;
 #[path = "ipc/stream.rs"]
 mod stream;
 
-use common::write_extra;
+use common::{quantile, sorted, write_extra};
 use criterion::{Criterion, SamplingMode, Throughput};
 use handoff::handoff_floor;
 use hdrhistogram::Histogram;
@@ -664,13 +664,12 @@ fn throughput<T: Payload>(
         }
         // Per round, so that a drift of the machine between rounds cancels.
         let over = |num: &[Duration], den: &[Duration]| -> Vec<f64> {
-            let mut r: Vec<f64> = num
-                .iter()
-                .zip(den)
-                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-                .collect();
-            r.sort_by(f64::total_cmp);
-            r
+            sorted(
+                num.iter()
+                    .zip(den)
+                    .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+                    .collect(),
+            )
         };
         let (ring_over, socket_over) = (over(&ring_t, &handoff_t), over(&socket_t, &handoff_t));
         let per = |mut v: Vec<Duration>| {
@@ -702,8 +701,8 @@ fn throughput<T: Payload>(
              socketpair's time over it: {}, the ratio to the socketpair a one-copy transport would \
              reach if its own work cost nothing (per-round ratios, so a drift of the machine between \
              rounds cancels).",
-            summary(&ring_over),
-            summary(&socket_over),
+            median_range(&ring_over),
+            median_range(&socket_over),
         ));
     }
     write_extra("ipc", group_name, &lines);
@@ -763,51 +762,40 @@ const PAIRED_INTRO: &str = "Paired runs (the two contenders alternating, 6 pairs
 /// Runs `a` and `b` alternately `PAIRS` times and returns the ratios of
 /// their throughputs (b's time over a's), sorted.
 fn paired_ratios(mut a: impl FnMut() -> Duration, mut b: impl FnMut() -> Duration) -> Vec<f64> {
-    let mut ratios: Vec<f64> = (0..PAIRS)
-        .map(|k| {
-            let (ta, tb) = if k % 2 == 0 {
-                let ta = a();
-                (ta, b())
-            } else {
-                let tb = b();
-                (a(), tb)
-            };
-            tb.as_secs_f64() / ta.as_secs_f64()
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios
+    sorted(
+        (0..PAIRS)
+            .map(|k| {
+                let (ta, tb) = if k % 2 == 0 {
+                    let ta = a();
+                    (ta, b())
+                } else {
+                    let tb = b();
+                    (a(), tb)
+                };
+                tb.as_secs_f64() / ta.as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 /// "median m × (range a–b ×)" for sorted `ratios`.
-fn summary(ratios: &[f64]) -> String {
-    let n = ratios.len();
-    let median = if n % 2 == 1 {
-        ratios[n / 2]
-    } else {
-        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
-    };
+fn median_range(ratios: &[f64]) -> String {
     format!(
-        "median {median:.2} × (range {:.2}–{:.2} ×)",
+        "median {:.2} × (range {:.2}–{:.2} ×)",
+        quantile(ratios, 0.5),
         ratios[0],
-        ratios[n - 1]
+        ratios[ratios.len() - 1]
     )
 }
 
 /// A report line for sorted paired `ratios` of `num` over `den`.
 fn paired_line(num: &str, den: &str, ratios: &[f64], target: Option<f64>) -> String {
-    let n = ratios.len();
-    let median = if n % 2 == 1 {
-        ratios[n / 2]
-    } else {
-        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
-    };
     let verdict = match target {
-        Some(t) if median >= t => format!("; target ≥ {t} ×: met"),
+        Some(t) if quantile(ratios, 0.5) >= t => format!("; target ≥ {t} ×: met"),
         Some(t) => format!("; target ≥ {t} ×: **missed**"),
         None => String::new(),
     };
-    format!("- `{num}` / `{den}`: {}{verdict}.", summary(ratios))
+    format!("- `{num}` / `{den}`: {}{verdict}.", median_range(ratios))
 }
 
 // ---------------------------------------------------------------------------
