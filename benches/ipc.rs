@@ -329,6 +329,11 @@ fn forked<S, R>(
 /// lock-free code, the allocator, system calls. Its return value is its
 /// exit code; it reports through the [`Reporter`] (`ready` before the parent
 /// may start, `done` after its last record).
+///
+/// The parent never drops `child` (`Worker::spawn` keeps it in a
+/// `ManuallyDrop`), so whatever it owns lives in the parent until the bench
+/// ends: give it references to what the parent keeps anyway (`&segment`),
+/// not `Arc` clones, or every measurement leaves a mapping and a memfd open.
 fn forked_with<S, R>(
     placement: Placement,
     name: &str,
@@ -453,7 +458,8 @@ fn ringweave<T: Payload>(
     // iceoryx2 allocates its shared memory when a service is made, rather
     // than on the first lap.
     segment.populate().expect("populate the ring's segment");
-    let child_segment = Arc::clone(&segment);
+    // Borrowed, not an `Arc` clone (see `forked_with`).
+    let child_segment = &segment;
     // SAFETY: one producer, used by the parent and dropped in `forked`
     // before `rings`; one consumer, moved into the child's closure (which
     // the parent forgets, never uses). The segment stays mapped in both.
@@ -953,7 +959,8 @@ fn rtt_ringweave(strategy: WaitStrategy, mut plan: RoundTrips<'_>) -> Duration {
     // Untimed, as for the throughput rings: without it the first lap (2048
     // round trips, past the warm-up) takes a page fault every 4 KiB.
     segment.populate().expect("populate the rings' segment");
-    let child_segment = Arc::clone(&segment);
+    // Borrowed, not an `Arc` clone (see `forked_with`).
+    let child_segment = &segment;
     let (down, up) = (&rings[0], &rings[1]);
     // SAFETY: per ring one producer and one consumer: the parent's two are
     // used by the parent and dropped in `forked` before `rings`; the

@@ -16,7 +16,6 @@ use super::{forked, Backoff, Outcome, EXIT_OK, RING_BYTES};
 use ringweave_ipc::segment::{Segment, SegmentLayout};
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// One index word on its own pair of cache lines (the adjacent-line
 /// prefetcher pulls lines in pairs), as the ring lays out its indices.
@@ -53,8 +52,9 @@ pub(super) fn handoff_floor(pool: &[&[u8]], n: u64) -> Outcome<()> {
         .expect("index layout");
     let buffer = Layout::from_size_align(slots * slot, 128).expect("buffer layout");
     let at_buffer = layout.reserve(buffer).expect("buffer reserve");
-    let segment = Arc::new(Segment::create("ipc-bench-handoff", layout.size()).expect("segment"));
-    let child_segment = Arc::clone(&segment);
+    let segment = Segment::create("ipc-bench-handoff", layout.size()).expect("segment");
+    // Borrowed, not an `Arc` clone (see `forked_with`).
+    let child_segment = &segment;
     // Untimed setup, as for the ring: fault the pages in.
     segment.populate().expect("populate the hand-off segment");
     let words = segment
