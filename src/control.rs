@@ -220,26 +220,46 @@ impl ControlTable {
     }
 
     /// A table in a new shared segment, with `state_capacity` bytes of state
-    /// area per stage.
+    /// area per stage (rounded up to a page).
+    ///
+    /// # Errors
+    ///
+    /// [`ControlTableError::TooLarge`] if the table and areas of `len`
+    /// stages would not fit in `usize` (`Options::validate` bounds
+    /// `state_capacity` by `MAX_STATE_BYTES`, so only a huge `len` could);
+    /// [`ControlTableError::Segment`] if the segment cannot be made.
     #[cfg(not(ringweave_loom))]
-    pub(crate) fn shared(
-        len: usize,
-        state_capacity: usize,
-    ) -> Result<Self, ringweave_ipc::segment::SegmentError> {
-        let state_capacity = state_capacity.next_multiple_of(4096);
-        let table_bytes = (len * std::mem::size_of::<StageSlot>()).next_multiple_of(4096);
-        let area_bytes = len * (state_capacity + ERROR_AREA);
-        let segment =
-            ringweave_ipc::segment::Segment::create("ringweave-control", table_bytes + area_bytes)?;
+    pub(crate) fn shared(len: usize, state_capacity: usize) -> Result<Self, ControlTableError> {
+        let too_large = move || ControlTableError::TooLarge {
+            stages: len,
+            state_capacity,
+        };
+        // Every size is checked: a wrapped one would make a small segment
+        // that `state_area` then indexes far past (see its SAFETY comment).
+        let state_capacity = state_capacity
+            .checked_next_multiple_of(4096)
+            .ok_or_else(too_large)?;
+        let table_bytes = len
+            .checked_mul(std::mem::size_of::<StageSlot>())
+            .and_then(|bytes| bytes.checked_next_multiple_of(4096))
+            .ok_or_else(too_large)?;
+        let total = state_capacity
+            .checked_add(ERROR_AREA)
+            .and_then(|stride| stride.checked_mul(len))
+            .and_then(|area_bytes| area_bytes.checked_add(table_bytes))
+            .ok_or_else(too_large)?;
+        let segment = ringweave_ipc::segment::Segment::create("ringweave-control", total)
+            .map_err(ControlTableError::Segment)?;
         let base = segment
-            .region(0, table_bytes + area_bytes)
+            .region(0, total)
             .expect("the segment holds the size it was created with");
         // SAFETY: the payload is zeroed memory, and all-zero bytes are a
         // valid `StageSlot` (atomics at 0: RUNNING, STARTING, no state).
         // `Segment::HEADER_LEN` aligns the payload to 128, enough for
         // `CachePadded`. The mapping lives as long as `_storage`.
         let slots = base.cast::<StageSlot>();
-        // SAFETY: `table_bytes` is inside the region just checked.
+        // SAFETY: `table_bytes <= total`, the length of the region just
+        // checked.
         let areas = unsafe { base.add(table_bytes) };
         Ok(Self {
             slots,
@@ -281,8 +301,15 @@ impl ControlTable {
         let (areas, state_capacity) = self.areas?;
         assert!(index < self.len);
         let stride = state_capacity + ERROR_AREA;
-        // SAFETY: `index * stride + state_capacity` is inside the areas
-        // (`len * stride` bytes).
+        // SAFETY: `shared` made the areas `len * stride` bytes long and
+        // checked that `table_bytes + len * stride` fits in `usize` (it
+        // refuses any `state_capacity` and `len` for which it would not,
+        // so this holds for every value `Options::validate` accepts, and
+        // beyond). With `index < len`, `index * stride + stride` is at most
+        // `len * stride`: the offset and the whole area are inside the
+        // mapping, and none of these products can wrap. `stride` is a
+        // multiple of 4096 and the areas start `table_bytes` (a multiple of
+        // 4096) into a payload aligned to 128, hence the 16-byte alignment.
         Some((
             unsafe { areas.as_ptr().add(index * stride) },
             state_capacity,
@@ -295,10 +322,47 @@ impl ControlTable {
         let (areas, state_capacity) = self.areas?;
         assert!(index < self.len);
         let stride = state_capacity + ERROR_AREA;
-        // SAFETY: as in `state_area`, the error area follows the state area.
+        // SAFETY: as in `state_area`: the error area is the last
+        // `ERROR_AREA` bytes of stage `index`'s `stride`, which `shared`
+        // checked lies inside the mapping without overflow, whatever
+        // `state_capacity` `Options::validate` let through.
         Some((
             unsafe { areas.as_ptr().add(index * stride + state_capacity) },
             ERROR_AREA,
         ))
+    }
+}
+
+/// Why [`ControlTable::shared`] failed.
+#[cfg(not(ringweave_loom))]
+#[derive(Debug)]
+pub(crate) enum ControlTableError {
+    /// The segment's size (`stages` slots, plus a state area of
+    /// `state_capacity` bytes and an error area per stage) does not fit in
+    /// `usize`.
+    TooLarge {
+        /// Stages in the pipeline.
+        stages: usize,
+        /// Bytes of state area asked for per stage (`max_state_bytes`).
+        state_capacity: usize,
+    },
+    /// Creating or mapping the segment failed.
+    Segment(ringweave_ipc::segment::SegmentError),
+}
+
+#[cfg(not(ringweave_loom))]
+impl std::fmt::Display for ControlTableError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge {
+                stages,
+                state_capacity,
+            } => write!(
+                f,
+                "{stages} stages with {state_capacity} bytes of state area each (plus \
+                 {ERROR_AREA} bytes of error area) overflow the address space"
+            ),
+            Self::Segment(e) => e.fmt(f),
+        }
     }
 }

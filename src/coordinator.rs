@@ -124,6 +124,8 @@ pub(crate) struct Coordinator {
     pub edges: Vec<Box<dyn EdgeSpec>>,
     /// One per edge: wakes both ends of its in-process ring.
     pub wakers: Vec<RingWaker>,
+    /// Wakes the source while it waits on an `Input`.
+    pub input_waker: Option<RingWaker>,
     pub slots: Vec<Slot>,
     /// The mode the stages are in now.
     pub mode: Mode,
@@ -253,7 +255,9 @@ impl Coordinator {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.check_workers();
+            if !self.check_workers() {
+                self.check_stalls();
+            }
             if Instant::now() >= next_sample {
                 next_sample = Instant::now() + self.sample_interval();
                 self.sample_and_maybe_switch();
@@ -378,7 +382,7 @@ impl Coordinator {
     /// Wakes every sleeping ring end, so that stages re-check their control
     /// words.
     pub(crate) fn wake_all(&self) {
-        for waker in &self.wakers {
+        for waker in self.wakers.iter().chain(&self.input_waker) {
             waker.wake();
         }
         self.wake_shared_rings();

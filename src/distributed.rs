@@ -31,7 +31,7 @@ use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
 use crate::executor::install_stamp_rings;
 use crate::latency::{Stamp, StampRx, StampTx};
-use crate::pipeline::Fault;
+use crate::pipeline::{EdgeSpec, Fault};
 use crate::report::SwitchOutcome;
 use crate::stage::{Ctx, ErasedStage, StageExit};
 use ringweave_ipc::futex;
@@ -65,7 +65,17 @@ pub(crate) struct Distributed {
     _stamp_rings: Vec<RecordRing>,
     /// Indexed by stage; `Some` for transforms.
     workers: Vec<Option<Worker>>,
+    /// Indexed by stage: the watchdog's last view of each worker.
+    progress: Vec<Progress>,
     _data: Arc<Segment>,
+}
+
+/// What the watchdog last saw of a worker: its input count and since when
+/// it has not moved.
+#[derive(Clone, Copy)]
+struct Progress {
+    items_in: u64,
+    since: Instant,
 }
 
 // SAFETY: `RecordRing` holds raw pointers into the data segment, which the
@@ -83,16 +93,16 @@ impl Drop for Distributed {
     }
 }
 
-/// The data segment with its rings, residual items archived in them, and
-/// every ring end not yet handed to its user.
+/// The data segment with its rings and the residual items archived in
+/// them. The only ring end made in this process is the source's producer
+/// (it wrote edge 0's residue and keeps writing); the other producers that
+/// wrote residues were detached, and every worker attaches its own ends
+/// after the fork, so the parent hands a worker nothing that it owns.
 struct LaidOut {
     data: Arc<Segment>,
     rings: Vec<RecordRing>,
     stamp_rings: Vec<RecordRing>,
-    stamp_tx: Vec<Option<StampTx>>,
-    stamp_rx: Vec<Option<StampRx>>,
-    producers: Vec<Option<Box<dyn Any + Send>>>,
-    consumers: Vec<Option<Box<dyn Any + Send>>>,
+    source_output: Box<dyn Any + Send>,
     items: u64,
     bytes: u64,
 }
@@ -235,26 +245,14 @@ impl Coordinator {
             .map(|&offset| RecordRing::new(&data, offset, STAMP_RING_BYTES))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| LayOutError::Other(e.to_string()))?;
-        // SAFETY: fresh rings; each end goes to exactly one user (below),
-        // and `stamp_rings` keeps the segment mapped for the parent's.
-        let (stamp_tx, stamp_rx): (Vec<_>, Vec<_>) = stamp_rings
-            .iter()
-            .map(|ring| unsafe {
-                (
-                    Some(StampTx::Shm(ring.producer::<Stamp>())),
-                    Some(StampRx::Shm(ring.consumer::<Stamp>())),
-                )
-            })
-            .unzip();
-
         // Archive the residual items, edge by edge, without consuming them.
         let (mut items, mut bytes) = (0, 0);
-        let mut producers = Vec::with_capacity(n - 1);
-        let mut consumers = Vec::with_capacity(n - 1);
+        let mut source_output = None;
         for (e, ring) in rings.iter().enumerate() {
-            // SAFETY: the ends are fresh and go to exactly one user each
-            // (below); `rings` keeps the segment mapped for the parent's.
-            let (mut producer, consumer) = unsafe { self.edges[e].record_ends(ring) };
+            // SAFETY: the ring is fresh and this is its only producer until
+            // it is detached below (before any fork) or handed to the source
+            // at the commit; `rings` keeps the segment mapped.
+            let mut producer = unsafe { self.edges[e].record_producer(ring) };
             let input = parked(&mut self.slots[e + 1])
                 .ring_input()
                 .ok_or_else(|| LayOutError::Other("stage without input".into()))?;
@@ -275,18 +273,21 @@ impl Coordinator {
                     })?;
             items += i;
             bytes += b;
-            producers.push(Some(producer));
-            consumers.push(Some(consumer));
+            if e == 0 {
+                source_output = Some(producer);
+            } else {
+                // The worker of stage `e` attaches its own producer.
+                self.edges[e].detach_producer(producer);
+            }
         }
+        let source_output =
+            source_output.ok_or_else(|| LayOutError::Other("pipeline without edges".into()))?;
 
         Ok(LaidOut {
             data,
             rings,
             stamp_rings,
-            stamp_tx,
-            stamp_rx,
-            producers,
-            consumers,
+            source_output,
             items,
             bytes,
         })
@@ -296,6 +297,17 @@ impl Coordinator {
         if !self.shared.controls.is_shared() {
             return Err(
                 "the control table is not in shared memory (see the warning at start)".into(),
+            );
+        }
+        // With SIGCHLD ignored the kernel reaps each worker as it exits: a
+        // crash and a finished stage would look alike (`WorkerExit::Unknown`),
+        // so refuse before forking rather than guess.
+        if ringweave_ipc::worker::sigchld_ignored() {
+            return Err(
+                "SIGCHLD is ignored (SIG_IGN or SA_NOCLDWAIT) in this process: worker \
+                 exits could not be observed; restore its default disposition to use \
+                 distributed mode"
+                    .into(),
             );
         }
         let n = self.len();
@@ -315,33 +327,36 @@ impl Coordinator {
             data,
             rings,
             stamp_rings,
-            mut stamp_tx,
-            mut stamp_rx,
-            mut producers,
-            mut consumers,
+            source_output,
             items,
             bytes,
         } = laid;
 
-        // Fork one worker per transform; each takes its two ends.
+        // Fork one worker per transform. The child gets addresses only: it
+        // attaches its own ring ends after the fork, so the closure owns
+        // nothing (`Worker::spawn` forgets it in the parent, where anything
+        // it owned would leak on every switch).
         let mut workers: Vec<Option<Worker>> = (0..n).map(|_| None).collect();
-        let shared: *const Shared = &*self.shared;
         for index in 1..n - 1 {
-            let input = consumers[index - 1].take();
-            let output = producers[index].take();
-            let stamps = (stamp_rx[index - 1].take(), stamp_tx[index].take());
-            let stage: *mut dyn ErasedStage = &mut **parked(&mut self.slots[index]);
-            let batch = self.options.batch_size;
             let name = &self.shared.names[index];
             if self.options.faults.contains(&Fault::Fork(name.clone())) {
                 return Err(format!(
                     "fork of the worker of stage `{name}`: injected failure"
                 ));
             }
-            let dies = self
-                .options
-                .faults
-                .contains(&Fault::WorkerDiesAtStart(name.clone()));
+            let plan = WorkerPlan {
+                stage: &mut **parked(&mut self.slots[index]),
+                shared: &*self.shared,
+                index,
+                batch: self.options.batch_size,
+                input: (&*self.edges[index - 1], &rings[index - 1]),
+                output: (&*self.edges[index], &rings[index]),
+                stamps: (&stamp_rings[index - 1], &stamp_rings[index]),
+                dies: self
+                    .options
+                    .faults
+                    .contains(&Fault::WorkerDiesAtStart(name.clone())),
+            };
             // Written by the worker when it is attached.
             self.shared
                 .controls
@@ -349,19 +364,15 @@ impl Coordinator {
                 .status
                 .store(STARTING, Ordering::Relaxed);
             self.shared.controls.get(index).reset();
+            let child = move || plan.run();
+            owns_nothing(&child);
             // SAFETY: the closure runs only in the child, which uses its own
             // copy of the stage (the coordinator holds it parked, so no
-            // thread of ours is inside it at the fork), its two ring ends,
-            // the control table in shared memory, and the allocator. It takes
-            // no lock and does not log (see `worker_main`).
-            let spawned = unsafe {
-                Worker::spawn(&self.shared.names[index], move || {
-                    if dies {
-                        return INJECTED_EXIT;
-                    }
-                    worker_main(stage, input, output, stamps, shared, index, batch)
-                })
-            };
+            // thread of ours is inside it at the fork), ring ends it attaches
+            // to rings nobody else uses (see `WorkerPlan::run`), the control
+            // table in shared memory, and the allocator. It takes no lock and
+            // does not log (see `worker_main`).
+            let spawned = unsafe { Worker::spawn(&self.shared.names[index], child) };
             match spawned {
                 Ok(worker) => {
                     let pid = worker.pid().as_raw() as u32;
@@ -394,16 +405,33 @@ impl Coordinator {
             }
         }
         let sink = self.sink();
+        // SAFETY: the workers attached the other ends of these rings; these
+        // are the only source-side producers and sink-side consumers, and
+        // `rings`/`stamp_rings` (kept in `Distributed`) keep them mapped.
+        let (sink_input, source_stamps, sink_stamps) = unsafe {
+            (
+                self.edges[n - 2].record_consumer(&rings[n - 2]),
+                StampTx::Shm(stamp_rings[0].producer::<Stamp>()),
+                StampRx::Shm(stamp_rings[n - 2].consumer::<Stamp>()),
+            )
+        };
         let source = parked(&mut self.slots[0]);
-        source.attach_shm(None, producers[0].take());
-        source.set_stamps(None, stamp_tx[0].take());
+        source.attach_shm(None, Some(source_output));
+        source.set_stamps(None, Some(source_stamps));
         let sink_stage = parked(&mut self.slots[sink]);
-        sink_stage.attach_shm(consumers[n - 2].take(), None);
-        sink_stage.set_stamps(stamp_rx[n - 2].take(), None);
+        sink_stage.attach_shm(Some(sink_input), None);
+        sink_stage.set_stamps(Some(sink_stamps), None);
         self.distributed = Some(Distributed {
             rings,
             _stamp_rings: stamp_rings,
             workers,
+            progress: vec![
+                Progress {
+                    items_in: 0,
+                    since: Instant::now(),
+                };
+                n
+            ],
             _data: data,
         });
         self.mode = Mode::Distributed;
@@ -667,13 +695,14 @@ impl Coordinator {
             match worker.try_status() {
                 Ok(None) | Ok(Some(WorkerExit::Exited(0))) => {}
                 Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
-                    reacted.get_or_insert((index, pid, describe(exit)));
+                    reacted.get_or_insert((index, pid, Some(exit)));
                 }
                 Ok(Some(exit)) => {
-                    culprit.get_or_insert((index, pid, describe(exit)));
+                    culprit.get_or_insert((index, pid, Some(exit)));
                 }
                 Err(e) => {
-                    culprit.get_or_insert((index, pid, e.to_string()));
+                    culprit.get_or_insert((index, pid, None));
+                    tracing::warn!(stage = %self.shared.names[index], error = %e, "could not learn how a worker ended");
                 }
             }
         }
@@ -681,7 +710,7 @@ impl Coordinator {
         if self.failure.is_some() {
             return true;
         }
-        let (index, pid, exit) = match (culprit, reacted) {
+        let (index, pid, ended) = match (culprit, reacted) {
             (Some(culprit), _) => culprit,
             (None, Some(reacted)) => {
                 // The failure it reacted to (a worker, or a thread here) is
@@ -696,12 +725,12 @@ impl Coordinator {
         };
         let message = read_error(&self.shared.controls, index);
         let stage = self.shared.names[index].clone();
-        let error = if let Some(panic) = message.strip_prefix("panicked: ") {
-            Error::StagePanicked {
-                stage,
-                message: panic.to_owned(),
-            }
+        let error = if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
+            // Only `worker_main` exits with this code after a panic it
+            // caught, leaving the message in the error area.
+            Error::StagePanicked { stage, message }
         } else {
+            let exit = ended.map_or_else(|| "ended in an unknown way".to_owned(), describe);
             let exit = if message.is_empty() {
                 exit
             } else {
@@ -710,6 +739,64 @@ impl Coordinator {
             Error::WorkerCrashed { stage, pid, exit }
         };
         self.fail(error);
+        true
+    }
+
+    /// The watchdog: kills a worker whose input holds records and whose
+    /// output has room but whose counters have stood still for longer than
+    /// the stall timeout, and fails the run naming it. Returns whether it
+    /// did. Workers waiting for input or for room are not stalled, and a
+    /// switch (which runs outside the event loop that calls this) restarts
+    /// every clock.
+    pub(crate) fn check_stalls(&mut self) -> bool {
+        let timeout = self.options.stall_timeout;
+        let Some(dist) = self.distributed.as_mut() else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut stalled = None;
+        for (index, worker) in dist.workers.iter().enumerate() {
+            let Some(worker) = worker else { continue };
+            let (items_in, _) = self.shared.controls.get(index).counts();
+            let seen = &mut dist.progress[index];
+            let (read, write) = dist.rings[index - 1].positions();
+            let output = &dist.rings[index];
+            let (out_read, out_write) = output.positions();
+            let has_work = write > read && out_write - out_read < output.capacity() as u64 / 2;
+            if items_in != seen.items_in || !has_work || worker.exit().is_some() {
+                *seen = Progress {
+                    items_in,
+                    since: now,
+                };
+                continue;
+            }
+            let stalled_for = now.duration_since(seen.since);
+            if stalled_for > timeout {
+                stalled = Some((
+                    index,
+                    worker.pid().as_raw() as u32,
+                    stalled_for,
+                    items_in,
+                    write - read,
+                ));
+                break;
+            }
+        }
+        let Some((index, pid, stalled_for, items_in, input_bytes)) = stalled else {
+            return false;
+        };
+        if let Some(Some(worker)) = dist.workers.get_mut(index) {
+            let _ = worker.kill();
+            // Reaped now: the kill is the whole story, no crash to report.
+            let _ = worker.try_status();
+        }
+        self.fail(Error::WorkerStalled {
+            stage: self.shared.names[index].clone(),
+            pid,
+            stalled_for,
+            items_in,
+            input_bytes,
+        });
         true
     }
 
@@ -814,6 +901,9 @@ fn describe(exit: WorkerExit) -> String {
         WorkerExit::Exited(code) if code == Worker::PANIC_EXIT_CODE => "panicked".into(),
         WorkerExit::Exited(code) => format!("exited with code {code}"),
         WorkerExit::Signaled(signal) => format!("was killed by {signal}"),
+        WorkerExit::Unknown => "ended; its exit status was taken by someone else \
+                                (SIGCHLD ignored or a foreign waitpid)"
+            .into(),
     }
 }
 
@@ -882,30 +972,95 @@ fn leave_error(table: &ControlTable, index: usize, message: &str) {
         .store(len as u64, Ordering::Release);
 }
 
+/// Everything a worker needs, as addresses into this process's memory,
+/// which the forked child has a copy of at the same addresses. `Copy`, so
+/// the closure that carries it owns nothing (see [`owns_nothing`]).
+#[derive(Clone, Copy)]
+struct WorkerPlan {
+    /// The parked stage (the child runs its copy).
+    stage: *mut dyn ErasedStage,
+    shared: *const Shared,
+    index: usize,
+    batch: usize,
+    /// The input edge's spec and record ring.
+    input: (*const dyn EdgeSpec, *const RecordRing),
+    /// The output edge's spec and record ring.
+    output: (*const dyn EdgeSpec, *const RecordRing),
+    /// The stamp rings of the input and output edges.
+    stamps: (*const RecordRing, *const RecordRing),
+    /// An injected fault: exit before attaching.
+    dies: bool,
+}
+
+/// A compile-time check that a worker's closure is `Copy`, so owns nothing
+/// that forgetting it in the parent could leak.
+fn owns_nothing<F: Copy>(_: &F) {}
+
+impl WorkerPlan {
+    /// The child's side: attaches the ring ends and runs the stage.
+    fn run(self) -> i32 {
+        if self.dies {
+            return INJECTED_EXIT;
+        }
+        silence_panic_hook();
+        // SAFETY: this process is a copy made by `fork` while the parent
+        // held every pointee: the specs, the rings and the segment they map
+        // are at the same addresses and live until `_exit`. The parent made
+        // none of these four ends (it detached the producers it used for
+        // the residues before the fork), so each is the only one in use.
+        let (input, output, stamps) = unsafe {
+            let (spec_in, ring_in) = self.input;
+            let (spec_out, ring_out) = self.output;
+            (
+                (*spec_in).record_consumer(&*ring_in),
+                (*spec_out).record_producer(&*ring_out),
+                (
+                    StampRx::Shm((*self.stamps.0).consumer::<Stamp>()),
+                    StampTx::Shm((*self.stamps.1).producer::<Stamp>()),
+                ),
+            )
+        };
+        worker_main(self, input, output, stamps)
+    }
+}
+
+/// Replaces the panic hook of this (forked) process with one that does
+/// nothing. The hook the program installed — std's default included —
+/// writes to stderr and may capture a backtrace, and both take locks that
+/// another thread of the parent may have held at the fork; in the child
+/// they stay locked forever, and a panicking stage would hang instead of
+/// failing. The panic message reaches the parent through the error area.
+///
+/// The old hook is forgotten, not dropped: its destructor is the parent's
+/// business. (`take_hook`/`set_hook` take std's hook lock, which is only
+/// held while a hook is being replaced or a thread is panicking.)
+fn silence_panic_hook() {
+    std::mem::forget(std::panic::take_hook());
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
 /// The body of a worker process: runs stage `index` over its record rings
 /// and answers the barrier through its control word. Returns the exit code.
 ///
 /// Runs in a forked child: it uses only its copy of the stage, the ring
 /// ends, the shared control table and the allocator. No lock, no logging.
 fn worker_main(
-    stage: *mut dyn ErasedStage,
-    input: Option<Box<dyn Any + Send>>,
-    output: Option<Box<dyn Any + Send>>,
-    (stamps_in, stamps_out): (Option<StampRx>, Option<StampTx>),
-    shared: *const Shared,
-    index: usize,
-    batch: usize,
+    plan: WorkerPlan,
+    input: Box<dyn Any + Send>,
+    output: Box<dyn Any + Send>,
+    (stamps_in, stamps_out): (StampRx, StampTx),
 ) -> i32 {
+    let index = plan.index;
     // SAFETY: this process is a copy made by `fork`; the stage and the
     // shared state are at the same addresses, alive until `_exit`, and
     // nothing else in this process touches them.
-    let (stage, shared) = unsafe { (&mut *stage, &*shared) };
+    let (stage, shared) = unsafe { (&mut *plan.stage, &*plan.shared) };
     let table = &shared.controls;
-    stage.attach_shm(input, output);
-    stage.set_stamps(stamps_in, stamps_out);
+    stage.attach_shm(Some(input), Some(output));
+    stage.set_stamps(Some(stamps_in), Some(stamps_out));
     let ctx = Ctx {
         control: &table.slot(index).control,
-        batch,
+        batch: plan.batch,
         latency: &shared.latency,
     };
     let slot = table.slot(index);
@@ -917,11 +1072,7 @@ fn worker_main(
         let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
             Ok(exit) => exit,
             Err(payload) => {
-                leave_error(
-                    table,
-                    index,
-                    &format!("panicked: {}", panic_message(&*payload)),
-                );
+                leave_error(table, index, &panic_message(&*payload));
                 stage.detach_shm();
                 return Worker::PANIC_EXIT_CODE;
             }

@@ -58,6 +58,24 @@ pub enum Error {
         /// the message it left, if any.
         exit: String,
     },
+    /// A worker process made no progress for longer than the stall timeout
+    /// (`CompletePipeline::stall_timeout`) while its input held items and
+    /// its output had room: it was killed and reaped. The usual cause is
+    /// stage code that takes a lock another thread of this program held at
+    /// the fork (stdio, `println!`, `tracing`, a `Mutex`): in the worker
+    /// that lock is never released.
+    WorkerStalled {
+        /// The stage the worker ran.
+        stage: String,
+        /// Its process id.
+        pid: u32,
+        /// How long its counters stood still.
+        stalled_for: std::time::Duration,
+        /// Items it had taken from its input when it stopped moving.
+        items_in: u64,
+        /// Bytes waiting in its input ring.
+        input_bytes: u64,
+    },
     /// A shared-memory segment or worker process could not be set up to
     /// start a distributed run.
     Distributed {
@@ -84,6 +102,19 @@ impl fmt::Display for Error {
             Error::WorkerCrashed { stage, pid, exit } => {
                 write!(f, "worker process {pid} of stage `{stage}` {exit}")
             }
+            Error::WorkerStalled {
+                stage,
+                pid,
+                stalled_for,
+                items_in,
+                input_bytes,
+            } => write!(
+                f,
+                "worker process {pid} of stage `{stage}` made no progress for {} ms \
+                 with {input_bytes} bytes waiting in its input and room in its output \
+                 (stuck after {items_in} items; a lock held at the fork?): killed",
+                stalled_for.as_millis()
+            ),
             Error::Distributed { reason } => {
                 write!(f, "could not start distributed execution: {reason}")
             }

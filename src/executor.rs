@@ -167,6 +167,7 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         wakers.push(waker);
     }
     install_stamp_rings(&mut nodes);
+    let input_waker = nodes.first().and_then(|source| source.input_waker());
     // The control blocks live in shared memory, where worker processes
     // update them too; any run may be switched (`PipelineHandle::switch_to`).
     // An in-process run does without if the segment cannot be made.
@@ -201,6 +202,7 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
         options,
         edges,
         wakers,
+        input_waker,
         slots: Vec::with_capacity(nodes.len()),
         mode: Mode::InProcess,
         failure: None,

@@ -54,6 +54,8 @@ mod error;
 #[cfg(not(ringweave_loom))]
 mod executor;
 #[cfg(not(ringweave_loom))]
+mod input;
+#[cfg(not(ringweave_loom))]
 mod item;
 #[cfg(not(ringweave_loom))]
 mod latency;
@@ -69,6 +71,8 @@ pub mod ring;
 #[cfg(not(ringweave_loom))]
 mod shm;
 #[cfg(not(ringweave_loom))]
+mod source;
+#[cfg(not(ringweave_loom))]
 mod stage;
 
 #[cfg(not(ringweave_loom))]
@@ -77,6 +81,8 @@ pub use config::{ExecutionMode, HybridConfig, Mode};
 pub use error::Error;
 #[cfg(not(ringweave_loom))]
 pub use executor::PipelineHandle;
+#[cfg(not(ringweave_loom))]
+pub use input::Input;
 #[cfg(not(ringweave_loom))]
 pub use item::Item;
 #[cfg(not(ringweave_loom))]
@@ -87,7 +93,8 @@ pub use pipeline::Fault;
 #[cfg(not(ringweave_loom))]
 pub use pipeline::{
     CompletePipeline, Pipeline, DEFAULT_BATCH_SIZE, DEFAULT_MAX_STATE_BYTES, DEFAULT_RING_CAPACITY,
-    DEFAULT_SHM_RING_BYTES,
+    DEFAULT_SHM_RING_BYTES, DEFAULT_STALL_TIMEOUT, MAX_BATCH_SIZE, MAX_RING_CAPACITY,
+    MAX_STATE_BYTES,
 };
 #[cfg(not(ringweave_loom))]
 pub use report::{

@@ -3,15 +3,16 @@
 use crate::config::ExecutionMode;
 use crate::error::Error;
 use crate::executor::{self, PipelineHandle};
+use crate::input::Input;
 use crate::item::Item;
 use crate::latency::Stamps;
 use crate::report::RunReport;
 use crate::ring::{self, RingWaker};
 use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
+use crate::source::{Feed, IterFeed, SourceStage};
 use crate::stage::RingOutbox;
 use crate::stage::{
-    ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, SourceStage, StatefulOp, Tally,
-    TransformStage,
+    ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TransformStage,
 };
 use ringweave_ipc::record::RecordError;
 use ringweave_ipc::record_ring::{PushError as RecordPushError, RecordProducer, RecordRing};
@@ -27,9 +28,29 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// are only touched as records pass, so a large ring costs address space,
 /// not memory.
 pub const DEFAULT_SHM_RING_BYTES: usize = 1 << 20;
+/// Default stall timeout of a worker process (see `stall_timeout`).
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Default bytes a `stateful` stage's archived state may take when it moves
 /// back from a worker process.
 pub const DEFAULT_MAX_STATE_BYTES: usize = 1 << 20;
+
+/// Largest accepted [`ring_capacity`](Pipeline::ring_capacity): 16 Mi
+/// slots. Each in-process ring allocates its slots up front, so a capacity
+/// far beyond any useful buffering (2^40 slots of even 8 bytes is 8 TiB)
+/// would abort the process on the failed allocation instead of failing the
+/// run.
+pub const MAX_RING_CAPACITY: usize = 1 << 24;
+/// Largest accepted [`batch_size`](Pipeline::batch_size): 64 Ki items. A
+/// stage gathers up to a batch before it hands anything on, and in
+/// distributed mode a batch crosses in shared-memory records, so an
+/// unbounded batch over an endless source would grow without limit.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// Largest accepted [`max_state_bytes`](Pipeline::max_state_bytes): 1 GiB.
+/// Every stage gets a state area of this size in the shared control
+/// segment (address space, touched only as far as a state is written), so
+/// the bound keeps `stages × (state + error area)` far from overflowing,
+/// and the segment within what `mmap` can map.
+pub const MAX_STATE_BYTES: usize = 1 << 30;
 
 /// The run-option setters, the same on [`Pipeline`] and [`CompletePipeline`]
 /// (both hold their options in `self.parts.options`).
@@ -62,6 +83,17 @@ macro_rules! option_setters {
         /// times; beyond that it is rolled back, saying so.
         pub fn shm_ring_bytes(mut self, bytes: usize) -> Self {
             self.parts.options.shm_ring_bytes = bytes;
+            self
+        }
+
+        /// Sets how long a worker process may make no progress — its input
+        /// holding items, its output with room, its counters standing still —
+        /// before it is killed and the run fails with
+        /// [`Error::WorkerStalled`](crate::Error::WorkerStalled)
+        /// (default [`DEFAULT_STALL_TIMEOUT`]; at least 1 ms). Set it above
+        /// the longest time one batch of your slowest stage may take.
+        pub fn stall_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.parts.options.stall_timeout = timeout;
             self
         }
 
@@ -123,6 +155,8 @@ pub(crate) struct Options {
     pub shm_ring_bytes: usize,
     /// Bytes each stage's state may take when archived (distributed mode).
     pub max_state_bytes: usize,
+    /// How long a worker may stand still with work to do (the watchdog).
+    pub stall_timeout: std::time::Duration,
     /// Failures to inject into switches (tests only).
     pub faults: Vec<Fault>,
 }
@@ -142,18 +176,25 @@ pub enum Fault {
 }
 
 impl Options {
+    /// Checks every option against its documented range, so that a run
+    /// never starts with a value that would overflow a size computation or
+    /// an allocation (the control segment's areas, the rings).
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let c = self.ring_capacity;
-        if c < 2 || !c.is_power_of_two() {
+        if c < 2 || !c.is_power_of_two() || c > MAX_RING_CAPACITY {
             return Err(Error::InvalidConfig {
                 field: "ring_capacity",
-                reason: format!("must be a power of two of at least 2, got {c}"),
+                reason: format!(
+                    "must be a power of two in 2..={MAX_RING_CAPACITY} (MAX_RING_CAPACITY), \
+                     got {c}"
+                ),
             });
         }
-        if self.batch_size == 0 {
+        let b = self.batch_size;
+        if !(1..=MAX_BATCH_SIZE).contains(&b) {
             return Err(Error::InvalidConfig {
                 field: "batch_size",
-                reason: "must be at least 1, got 0".into(),
+                reason: format!("must be in 1..={MAX_BATCH_SIZE} (MAX_BATCH_SIZE), got {b}"),
             });
         }
         let b = self.shm_ring_bytes;
@@ -164,10 +205,17 @@ impl Options {
                 reason: format!("must be a power of two in {min}..={max}, got {b}"),
             });
         }
-        if self.max_state_bytes == 0 {
+        let s = self.max_state_bytes;
+        if !(1..=MAX_STATE_BYTES).contains(&s) {
             return Err(Error::InvalidConfig {
                 field: "max_state_bytes",
-                reason: "must be at least 1, got 0".into(),
+                reason: format!("must be in 1..={MAX_STATE_BYTES} (MAX_STATE_BYTES), got {s}"),
+            });
+        }
+        if self.stall_timeout < std::time::Duration::from_millis(1) {
+            return Err(Error::InvalidConfig {
+                field: "stall_timeout",
+                reason: format!("must be at least 1 ms, got {:?}", self.stall_timeout),
             });
         }
         if let ExecutionMode::Hybrid(config) = &self.mode {
@@ -185,16 +233,27 @@ pub(crate) trait EdgeSpec: Send {
     /// waker for both ends.
     fn ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>, RingWaker);
 
-    /// The two ends of `ring` for this edge's item type: boxed
-    /// `RecordProducer<Vec<T>>` and `RecordConsumer<Vec<T>>` (items cross
-    /// in runs, one record per run: see `ShmOutbox`).
+    /// The producer end of `ring` for this edge's item type: a boxed
+    /// `RecordProducer<Vec<T>>` (items cross in runs, one record per run:
+    /// see `ShmOutbox`).
     ///
     /// # Safety
     ///
-    /// The contract of [`RecordRing::producer`] and
-    /// [`RecordRing::consumer`]: one of each in use at a time, across
-    /// processes, and `ring`'s segment outlives them in this process.
-    unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>);
+    /// The contract of [`RecordRing::producer`]: one producer in use at a
+    /// time, across processes, and `ring`'s segment outlives it in this
+    /// process.
+    unsafe fn record_producer(&self, ring: &RecordRing) -> Box<dyn Any + Send>;
+
+    /// The consumer end of `ring`: a boxed `RecordConsumer<Vec<T>>`.
+    ///
+    /// # Safety
+    ///
+    /// The contract of [`RecordRing::consumer`], as for `record_producer`.
+    unsafe fn record_consumer(&self, ring: &RecordRing) -> Box<dyn Any + Send>;
+
+    /// Gives up a producer from `record_producer` without closing the ring
+    /// ([`RecordProducer::detach`]): a worker forked next attaches its own.
+    fn detach_producer(&self, producer: Box<dyn Any + Send>);
 
     /// Archives every item in a paused in-process ring (`consumer`: a
     /// `&mut Consumer<T>`) into `producer` (a `&mut RecordProducer<Vec<T>>`) and
@@ -248,16 +307,28 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         (Box::new(producer), Box::new(consumer), waker)
     }
 
-    unsafe fn record_ends(&self, ring: &RecordRing) -> (Box<dyn Any + Send>, Box<dyn Any + Send>) {
+    unsafe fn record_producer(&self, ring: &RecordRing) -> Box<dyn Any + Send> {
         // SAFETY: forwarded to the caller.
-        let (mut producer, mut consumer) =
-            unsafe { (ring.producer::<Vec<T>>(), ring.consumer::<Vec<T>>()) };
+        let mut producer = unsafe { ring.producer::<Vec<T>>() };
         // Five stages on two cores: yield briefly, then sleep (see
         // `ringweave_ipc::record_ring::DEFAULT_WAIT` for the two-process
         // default).
         producer.set_wait_strategy(WaitStrategy::default());
+        Box::new(producer)
+    }
+
+    unsafe fn record_consumer(&self, ring: &RecordRing) -> Box<dyn Any + Send> {
+        // SAFETY: forwarded to the caller.
+        let mut consumer = unsafe { ring.consumer::<Vec<T>>() };
         consumer.set_wait_strategy(WaitStrategy::default());
-        (Box::new(producer), Box::new(consumer))
+        Box::new(consumer)
+    }
+
+    fn detach_producer(&self, producer: Box<dyn Any + Send>) {
+        match producer.downcast::<RecordProducer<Vec<T>>>() {
+            Ok(producer) => producer.detach(),
+            Err(_) => unreachable!("record producer of the wrong type"),
+        }
     }
 
     fn copy_out(
@@ -332,14 +403,58 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
 impl<T: Item> Pipeline<T> {
     /// A pipeline whose source yields the items of `iter`, on a thread of
     /// this process.
+    ///
+    /// The source publishes an item as soon as the next stage has taken
+    /// everything before it, so items are not held back to fill a batch.
+    /// While `next()` blocks (an iterator over a socket or a queue) the
+    /// source cannot reach a switch's barrier and the switch times out: use
+    /// [`with_input`](Self::with_input) for such sources.
     #[allow(clippy::should_implement_trait)]
     pub fn from_iter<I>(iter: I) -> Self
     where
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'static,
     {
+        Self::with_source(IterFeed(iter.into_iter()))
+    }
+
+    /// A pipeline fed live from the user's own thread: returns the push
+    /// handle ([`Input`]) and the pipeline to build on.
+    ///
+    /// The source stage takes what is pushed, in order, and the stream
+    /// ends when the `Input` is dropped. Works in every mode and across
+    /// switches (the source always runs in this process). The input ring
+    /// holds [`DEFAULT_RING_CAPACITY`] items.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringweave::{ExecutionMode, Pipeline};
+    ///
+    /// let (mut input, pipeline) = Pipeline::<u64>::with_input();
+    /// let handle = pipeline
+    ///     .map("inc", |x| x + 1)
+    ///     .mode(ExecutionMode::Distributed)
+    ///     .sink(|_| {})
+    ///     .spawn()?;
+    /// let producer = std::thread::spawn(move || {
+    ///     for x in 0..1000 {
+    ///         input.push(x).unwrap();
+    ///     }
+    /// });
+    /// producer.join().unwrap();
+    /// assert_eq!(handle.join()?.items_delivered, 1000);
+    /// # Ok::<(), ringweave::Error>(())
+    /// ```
+    #[must_use = "the pipeline does nothing until it has a sink and is run"]
+    pub fn with_input() -> (Input<T>, Self) {
+        let (producer, consumer) = ring::channel::<T>(DEFAULT_RING_CAPACITY);
+        (Input::new(producer), Self::with_source(consumer))
+    }
+
+    fn with_source(feed: impl Feed<T>) -> Self {
         let source = SourceStage {
-            iter: iter.into_iter(),
+            feed,
             output: None,
             shm_output: None,
             tally: Tally::default(),
@@ -355,6 +470,7 @@ impl<T: Item> Pipeline<T> {
                     batch_size: DEFAULT_BATCH_SIZE,
                     shm_ring_bytes: DEFAULT_SHM_RING_BYTES,
                     max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+                    stall_timeout: DEFAULT_STALL_TIMEOUT,
                     faults: Vec::new(),
                 },
             },

@@ -468,6 +468,14 @@ impl<T> Producer<T> {
         self.cursor.capacity() as usize
     }
 
+    /// Whether the consumer has taken every published item: it is idle (or
+    /// about to be), so items written with `write_staged` should be
+    /// published now rather than held back to fill a batch.
+    #[inline]
+    pub(crate) fn is_drained(&self) -> bool {
+        self.cursor.is_drained(&self.shared.index)
+    }
+
     /// Whether the consumer has been dropped.
     #[inline]
     pub fn is_abandoned(&self) -> bool {

@@ -133,6 +133,11 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
         self.full || self.error.is_some()
     }
 
+    #[inline]
+    fn consumer_idle(&self) -> bool {
+        self.producer.is_drained()
+    }
+
     fn flush(&mut self) -> Result<(), StageExit> {
         if let Some(error) = self.error.take() {
             return Err(self.fail(error));

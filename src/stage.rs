@@ -12,12 +12,11 @@ use crate::control::StageControl;
 use crate::error::Error;
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
-use crate::ring::{map_chunk, Consumer, Producer, WaitOutcome};
+use crate::ring::{map_chunk, Consumer, Producer, RingWaker, WaitOutcome};
 use crate::shm::{ShmInbox, ShmOutbox};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 /// Where an operator puts its outputs.
 pub(crate) trait Emit<T> {
@@ -198,6 +197,9 @@ pub(crate) trait Outbox<T>: Emit<T> {
     /// Publishes what was emitted and moves waiting outputs in as far as
     /// they fit.
     fn flush(&mut self) -> Result<(), StageExit>;
+    /// Whether the consumer has taken everything published: a source
+    /// holding items back to fill a batch should publish them now.
+    fn consumer_idle(&self) -> bool;
     /// Waits until the output has room for some waiting outputs.
     /// `Err(Aborted)` if its consumer is gone or the run is torn down. Not
     /// interruptible by the barrier: a stage pauses only with nothing
@@ -321,6 +323,11 @@ impl<T> Outbox<T> for RingOutbox<T> {
     }
 
     #[inline]
+    fn consumer_idle(&self) -> bool {
+        self.producer.is_drained()
+    }
+
+    #[inline]
     fn flush(&mut self) -> Result<(), StageExit> {
         self.publish();
         Ok(())
@@ -391,7 +398,7 @@ pub(crate) struct Tally {
 
 /// Flushes until nothing waits for room. `Err(Aborted)` if the consumer is
 /// gone or the run is torn down.
-fn drain<T>(out: &mut impl Outbox<T>, control: &StageControl) -> Result<(), StageExit> {
+pub(crate) fn drain<T>(out: &mut impl Outbox<T>, control: &StageControl) -> Result<(), StageExit> {
     loop {
         out.flush()?;
         if !out.is_congested() {
@@ -405,7 +412,7 @@ fn drain<T>(out: &mut impl Outbox<T>, control: &StageControl) -> Result<(), Stag
 /// in the outbox, so a paused stage never holds an output: what it has
 /// emitted is in its output ring, what it has not taken is in its input ring.
 #[inline]
-fn boundary(control: &StageControl) -> Result<(), StageExit> {
+pub(crate) fn boundary(control: &StageControl) -> Result<(), StageExit> {
     if control.interrupted() {
         interrupted(control)?;
     }
@@ -425,7 +432,7 @@ pub(crate) fn interrupted(control: &StageControl) -> Result<(), StageExit> {
     Ok(())
 }
 
-fn exit_of(result: Result<std::convert::Infallible, StageExit>) -> StageExit {
+pub(crate) fn exit_of(result: Result<std::convert::Infallible, StageExit>) -> StageExit {
     match result {
         Ok(never) => match never {},
         Err(exit) => exit,
@@ -440,94 +447,6 @@ pub(crate) struct Ctx<'a> {
     pub batch: usize,
     /// The run's clock and latency histogram (used by source and sink).
     pub latency: &'a LatencyRecorder,
-}
-
-/// The source loop: pulls batches from `iter` into `out`.
-pub(crate) fn run_source<T>(
-    iter: &mut impl Iterator<Item = T>,
-    out: &mut impl Outbox<T>,
-    tally: &mut Tally,
-    stamps: &mut Stamps,
-    ctx: &Ctx<'_>,
-) -> StageExit {
-    let control = ctx.control;
-    exit_of((|| loop {
-        drain(out, control)?;
-        boundary(control)?;
-        // One clock read per batch: stamp its first item if one is due.
-        let stamp = stamps.source_due(Instant::now());
-        if let Some(ring) = out.ring() {
-            // Batch path: fill free slots straight from the iterator.
-            let room = ring.slots().min(ctx.batch);
-            if room == 0 {
-                match ring.wait_for_slots(1, None, || control.interrupted()) {
-                    WaitOutcome::Closed => return Err(StageExit::Aborted),
-                    WaitOutcome::Interrupted => interrupted(control)?,
-                    WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
-                }
-                continue;
-            }
-            if stamp {
-                // Queued before the items are published, so the next stage
-                // finds the stamp when it takes the item.
-                stamps.forward(tally.items_out, ctx.latency.now());
-            }
-            let produced = match ring.write_chunk_uninit(room) {
-                Ok(chunk) => chunk.fill_from_iter(iter.by_ref()),
-                Err(_) => 0,
-            };
-            tally.items_out += produced as u64;
-            control.record(tally.items_in, tally.items_out);
-            if produced < room {
-                return Err(StageExit::Finished);
-            }
-            continue;
-        }
-        if let Some(buffer) = out.buffer() {
-            // Batch path (shared-memory output): the whole batch goes into
-            // the outbox's buffer, archived as one run at the flush.
-            let before = buffer.len();
-            buffer.extend(iter.by_ref().take(ctx.batch));
-            let produced = buffer.len() - before;
-            if stamp && produced > 0 {
-                // Queued before the items are published (at the flush).
-                stamps.forward(tally.items_out, ctx.latency.now());
-            }
-            out.flush()?;
-            tally.items_out += produced as u64;
-            control.record(tally.items_in, tally.items_out);
-            if produced < ctx.batch {
-                drain(out, control)?;
-                return Err(StageExit::Finished);
-            }
-            continue;
-        }
-        let mut produced = 0;
-        let mut ended = false;
-        while produced < ctx.batch {
-            let Some(item) = iter.next() else {
-                ended = true;
-                break;
-            };
-            out.emit(item);
-            if produced == 0 && stamp {
-                // Queued before the item is published (at the flush below),
-                // so the next stage finds the stamp when it takes the item.
-                stamps.forward(tally.items_out, ctx.latency.now());
-            }
-            produced += 1;
-            if out.is_congested() {
-                break;
-            }
-        }
-        out.flush()?;
-        tally.items_out += produced as u64;
-        control.record(tally.items_in, tally.items_out);
-        if ended {
-            drain(out, control)?;
-            return Err(StageExit::Finished);
-        }
-    })())
 }
 
 /// The transform loop: batches from `input` through `op` into `out`.
@@ -719,6 +638,12 @@ pub(crate) trait ErasedStage: Send {
     fn detach_shm(&mut self);
     /// The stage's counters.
     fn tally_mut(&mut self) -> &mut Tally;
+    /// Wakes the stage while it sleeps on an input that is not an edge of
+    /// the pipeline (the ring behind an `Input`), so the barrier and an
+    /// abort reach it.
+    fn input_waker(&self) -> Option<RingWaker> {
+        None
+    }
     /// Sets the counters (after the stage ran in a worker process).
     fn set_tally(&mut self, items_in: u64, items_out: u64) {
         *self.tally_mut() = Tally {
@@ -739,80 +664,12 @@ pub(crate) trait ErasedStage: Send {
 }
 
 /// Unboxes shared-memory ends for `attach_shm`.
-fn shm_in<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmInbox<T> {
+pub(crate) fn shm_in<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmInbox<T> {
     ShmInbox::new(downcast::<RecordConsumer<Vec<T>>>(end), stage)
 }
 
-fn shm_out<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmOutbox<T> {
+pub(crate) fn shm_out<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmOutbox<T> {
     ShmOutbox::new(downcast::<RecordProducer<Vec<T>>>(end), stage)
-}
-
-/// The source: pulls from the user's iterator.
-pub(crate) struct SourceStage<T, I> {
-    pub iter: I,
-    pub output: Option<RingOutbox<T>>,
-    pub shm_output: Option<ShmOutbox<T>>,
-    pub tally: Tally,
-    pub stamps: Stamps,
-}
-
-impl<T, I> ErasedStage for SourceStage<T, I>
-where
-    T: Item,
-    I: Iterator<Item = T> + Send + 'static,
-{
-    fn name(&self) -> &str {
-        "source"
-    }
-
-    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
-        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
-        if let Some(out) = self.shm_output.as_mut() {
-            return run_source(&mut self.iter, out, tally, stamps, ctx);
-        }
-        match self.output.as_mut() {
-            Some(out) => run_source(&mut self.iter, out, tally, stamps, ctx),
-            None => StageExit::Aborted,
-        }
-    }
-
-    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
-        self.stamps.replace(rx, tx);
-    }
-
-    fn set_input(&mut self, _input: Box<dyn Any + Send>) {
-        unreachable!("the source has no input")
-    }
-
-    fn set_output(&mut self, output: Box<dyn Any + Send>) {
-        self.output = Some(RingOutbox::new(downcast(output)));
-    }
-
-    fn ring_input(&mut self) -> Option<&mut dyn Any> {
-        None
-    }
-
-    fn ring_output(&mut self) -> Option<&mut dyn Any> {
-        self.output.as_mut().map(|o| o as &mut dyn Any)
-    }
-
-    fn attach_shm(
-        &mut self,
-        _input: Option<Box<dyn Any + Send>>,
-        output: Option<Box<dyn Any + Send>>,
-    ) {
-        if let Some(output) = output {
-            self.shm_output = Some(shm_out(output, "source"));
-        }
-    }
-
-    fn detach_shm(&mut self) {
-        self.shm_output = None;
-    }
-
-    fn tally_mut(&mut self) -> &mut Tally {
-        &mut self.tally
-    }
 }
 
 /// A transform stage: `map`, `filter`, `flat_map` or `stateful`.
@@ -974,7 +831,7 @@ where
 /// Unboxes a ring end built for this stage's item type. The executor builds
 /// each edge from the same typed spec as the two stages it joins, so a
 /// mismatch is a bug in ringweave, not in user code.
-fn downcast<E: 'static>(end: Box<dyn Any + Send>) -> E {
+pub(crate) fn downcast<E: 'static>(end: Box<dyn Any + Send>) -> E {
     match end.downcast::<E>() {
         Ok(end) => *end,
         Err(_) => unreachable!(

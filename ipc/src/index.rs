@@ -198,6 +198,20 @@ impl ProducerCursor {
         self.capacity - (self.write - self.cached_read)
     }
 
+    /// Whether the consumer has released everything published so far: it
+    /// has nothing left to do, and is waiting (or about to) for more. A
+    /// producer that batches uses this to publish at once rather than hold
+    /// units back from an idle consumer ("smart batching").
+    ///
+    /// A heuristic, not a synchronisation: Relaxed, because nothing is read
+    /// on the strength of it. The load touches the consumer's line, which
+    /// the consumer writes once per release, so while it is busy the line
+    /// stays in this core's cache and the check costs an L1 hit.
+    #[inline]
+    pub fn is_drained(&self, index: &RingIndex) -> bool {
+        index.read.load(Ordering::Relaxed) == self.write
+    }
+
     /// Hands `n` written units to the consumer with one store.
     ///
     /// The caller must have initialised the units `position()..position()+n`

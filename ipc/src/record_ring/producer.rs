@@ -443,6 +443,14 @@ impl<T> RecordProducer<T> {
         self.ring.max_record_len()
     }
 
+    /// Whether the consumer has read every published record: it is idle,
+    /// so a producer holding items back to fill a run should publish them
+    /// now (see `ProducerCursor::is_drained`).
+    #[inline]
+    pub fn is_drained(&self) -> bool {
+        self.cursor.is_drained(self.ring.index())
+    }
+
     /// Whether the consumer has closed its end.
     #[inline]
     pub fn is_abandoned(&self) -> bool {
@@ -466,6 +474,30 @@ impl<T> RecordProducer<T> {
     /// The same as dropping the handle.
     pub fn close(self) {
         drop(self);
+    }
+
+    /// Publishes what is staged and gives up this handle **without closing
+    /// the producer's end**: a producer attached later with
+    /// [`RecordRing::producer`](super::RecordRing::producer) — in this
+    /// process or in a child forked after this call — carries on from here.
+    ///
+    /// This is how one process fills a ring and another takes it over: the
+    /// parent writes residual records before a fork and detaches, the child
+    /// attaches its own producer after it. Nothing of the handle is kept
+    /// (its scratch arena is freed).
+    pub fn detach(self) {
+        let mut handle = std::mem::ManuallyDrop::new(self);
+        let this: &mut Self = &mut handle;
+        let index = this.ring.index();
+        let bytes = this.staged - this.cursor.position();
+        if bytes > 0 {
+            this.cursor.publish(index, bytes);
+            wait::notify(index.data_waiter(), &FutexSleeper::new());
+        }
+        // SAFETY: `this` is never used again and its `Drop` (which would
+        // close the end) never runs; the arena is the only field that owns
+        // anything, and it is dropped exactly once, here.
+        unsafe { std::ptr::drop_in_place(&mut this.arena) };
     }
 }
 

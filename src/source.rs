@@ -1,0 +1,298 @@
+//! The source stage and its two feeds: the user's iterator
+//! ([`run_source`]) and the ring behind an [`Input`](crate::Input) that the
+//! user pushes into from their own thread ([`run_input`]).
+//!
+//! Both publish the way LMAX's "smart batching" does: a batch forms only
+//! while the next stage is busy with the previous one. An iterator source
+//! hands over what it holds as soon as its consumer has taken everything
+//! published; an input source moves whatever the user has pushed, so at
+//! low rates every item travels alone and latency stays at one hand-over
+//! per stage, while under load the batches fill up and amortise the
+//! synchronisation.
+
+use crate::item::Item;
+use crate::latency::{StampRx, StampTx, Stamps};
+use crate::ring::{map_chunk, Consumer, RingWaker, WaitOutcome};
+use crate::shm::ShmOutbox;
+use crate::stage::{
+    boundary, downcast, drain, exit_of, interrupted, shm_out, Ctx, ErasedStage, Inbox, Outbox,
+    RingOutbox, StageExit, Tally,
+};
+use std::any::Any;
+use std::time::Instant;
+
+/// Where a source's items come from.
+pub(crate) trait Feed<T>: Send + 'static {
+    /// Runs the source loop over this feed into `out`.
+    fn run<O: Outbox<T>>(
+        &mut self,
+        out: &mut O,
+        tally: &mut Tally,
+        stamps: &mut Stamps,
+        ctx: &Ctx<'_>,
+    ) -> StageExit;
+
+    /// Wakes the source when it sleeps on its feed (so the barrier reaches
+    /// it); `None` for a feed it never sleeps on.
+    fn waker(&self) -> Option<RingWaker> {
+        None
+    }
+}
+
+/// The user's iterator. `next()` may block (a socket, a queue): the source
+/// cannot be paused while it does, so a switch times out; use an
+/// [`Input`](crate::Input) for such sources.
+pub(crate) struct IterFeed<I>(pub I);
+
+impl<T, I> Feed<T> for IterFeed<I>
+where
+    I: Iterator<Item = T> + Send + 'static,
+{
+    fn run<O: Outbox<T>>(
+        &mut self,
+        out: &mut O,
+        tally: &mut Tally,
+        stamps: &mut Stamps,
+        ctx: &Ctx<'_>,
+    ) -> StageExit {
+        run_source(&mut self.0, out, tally, stamps, ctx)
+    }
+}
+
+/// The consumer end of an [`Input`](crate::Input)'s ring.
+impl<T: Send + 'static> Feed<T> for Consumer<T> {
+    fn run<O: Outbox<T>>(
+        &mut self,
+        out: &mut O,
+        tally: &mut Tally,
+        stamps: &mut Stamps,
+        ctx: &Ctx<'_>,
+    ) -> StageExit {
+        run_input(self, out, tally, stamps, ctx)
+    }
+
+    fn waker(&self) -> Option<RingWaker> {
+        Some(Consumer::waker(self))
+    }
+}
+
+/// The source stage: pulls from its feed (the user's iterator, or the ring
+/// behind an [`Input`](crate::Input)).
+pub(crate) struct SourceStage<T, F> {
+    pub feed: F,
+    pub output: Option<RingOutbox<T>>,
+    pub shm_output: Option<ShmOutbox<T>>,
+    pub tally: Tally,
+    pub stamps: Stamps,
+}
+
+impl<T, F> ErasedStage for SourceStage<T, F>
+where
+    T: Item,
+    F: Feed<T>,
+{
+    fn name(&self) -> &str {
+        "source"
+    }
+
+    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
+        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
+        if let Some(out) = self.shm_output.as_mut() {
+            return self.feed.run(out, tally, stamps, ctx);
+        }
+        match self.output.as_mut() {
+            Some(out) => self.feed.run(out, tally, stamps, ctx),
+            None => StageExit::Aborted,
+        }
+    }
+
+    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
+        self.stamps.replace(rx, tx);
+    }
+
+    fn set_input(&mut self, _input: Box<dyn Any + Send>) {
+        unreachable!("the source has no input")
+    }
+
+    fn set_output(&mut self, output: Box<dyn Any + Send>) {
+        self.output = Some(RingOutbox::new(downcast(output)));
+    }
+
+    fn ring_input(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
+
+    fn ring_output(&mut self) -> Option<&mut dyn Any> {
+        self.output.as_mut().map(|o| o as &mut dyn Any)
+    }
+
+    fn attach_shm(
+        &mut self,
+        _input: Option<Box<dyn Any + Send>>,
+        output: Option<Box<dyn Any + Send>>,
+    ) {
+        if let Some(output) = output {
+            self.shm_output = Some(shm_out(output, "source"));
+        }
+    }
+
+    fn detach_shm(&mut self) {
+        self.shm_output = None;
+    }
+
+    fn input_waker(&self) -> Option<RingWaker> {
+        self.feed.waker()
+    }
+
+    fn tally_mut(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
+}
+
+/// The source loop: pulls batches from `iter` into `out`.
+pub(crate) fn run_source<T>(
+    iter: &mut impl Iterator<Item = T>,
+    out: &mut impl Outbox<T>,
+    tally: &mut Tally,
+    stamps: &mut Stamps,
+    ctx: &Ctx<'_>,
+) -> StageExit {
+    let control = ctx.control;
+    exit_of((|| loop {
+        drain(out, control)?;
+        boundary(control)?;
+        // One clock read per batch: stamp its first item if one is due.
+        let stamp = stamps.source_due(Instant::now());
+        if let Some(ring) = out.ring() {
+            // Batch path: fill free slots straight from the iterator.
+            let room = ring.slots().min(ctx.batch);
+            if room == 0 {
+                match ring.wait_for_slots(1, None, || control.interrupted()) {
+                    WaitOutcome::Closed => return Err(StageExit::Aborted),
+                    WaitOutcome::Interrupted => interrupted(control)?,
+                    WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
+                }
+                continue;
+            }
+            if stamp {
+                // Queued before the items are published, so the next stage
+                // finds the stamp when it takes the item.
+                stamps.forward(tally.items_out, ctx.latency.now());
+            }
+            // Smart batching: the batch grows only while the consumer is
+            // still busy with what it has. Once it has taken everything
+            // published it is waiting, and what we hold goes out at once, so
+            // at low rates every item travels alone and at full load the
+            // batches fill up.
+            let mut produced = 0;
+            let mut ended = false;
+            while produced < room {
+                let Some(item) = iter.next() else {
+                    ended = true;
+                    break;
+                };
+                // SAFETY: `produced < room <= slots()`, the free-slot count
+                // just read, and each offset is written once before the
+                // publish below.
+                unsafe { ring.write_staged(produced, item) };
+                produced += 1;
+                if ring.is_drained() {
+                    break;
+                }
+            }
+            if produced > 0 {
+                ring.publish_staged(produced);
+            }
+            tally.items_out += produced as u64;
+            control.record(tally.items_in, tally.items_out);
+            if ended {
+                return Err(StageExit::Finished);
+            }
+            continue;
+        }
+        let mut produced = 0;
+        let mut ended = false;
+        while produced < ctx.batch {
+            let Some(item) = iter.next() else {
+                ended = true;
+                break;
+            };
+            out.emit(item);
+            if produced == 0 && stamp {
+                // Queued before the item is published (at the flush below),
+                // so the next stage finds the stamp when it takes the item.
+                stamps.forward(tally.items_out, ctx.latency.now());
+            }
+            produced += 1;
+            // Smart batching, as above: publish at once to an idle consumer.
+            if out.is_congested() || out.consumer_idle() {
+                break;
+            }
+        }
+        out.flush()?;
+        tally.items_out += produced as u64;
+        control.record(tally.items_in, tally.items_out);
+        if ended {
+            drain(out, control)?;
+            return Err(StageExit::Finished);
+        }
+    })())
+}
+
+/// The input loop: moves what the user pushed into `out`, waiting on the
+/// input ring interruptibly, so an idle input never holds up a switch.
+pub(crate) fn run_input<T>(
+    input: &mut Consumer<T>,
+    out: &mut impl Outbox<T>,
+    tally: &mut Tally,
+    stamps: &mut Stamps,
+    ctx: &Ctx<'_>,
+) -> StageExit {
+    let control = ctx.control;
+    exit_of((|| loop {
+        drain(out, control)?;
+        boundary(control)?;
+        let available = match input.await_items(control) {
+            Ok(n) => n,
+            Err(StageExit::Finished) => {
+                drain(out, control)?;
+                return Err(StageExit::Finished);
+            }
+            Err(exit) => return Err(exit),
+        };
+        // One clock read per batch: stamp its first item if one is due.
+        let stamp = stamps.source_due(Instant::now());
+        if let Some(ring) = out.ring() {
+            let n = available.min(ctx.batch).min(ring.slots());
+            if n == 0 {
+                // Output full, nothing waiting: the barrier may stop us here.
+                match ring.wait_for_slots(1, None, || control.interrupted()) {
+                    WaitOutcome::Closed => return Err(StageExit::Aborted),
+                    WaitOutcome::Interrupted => interrupted(control)?,
+                    WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
+                }
+                continue;
+            }
+            if stamp {
+                // Queued before the items are published.
+                stamps.forward(tally.items_out, ctx.latency.now());
+            }
+            let moved = map_chunk(input, ring, n, |x| x);
+            debug_assert_eq!(moved, n, "both ends are this thread's");
+            tally.items_out += n as u64;
+            control.record(tally.items_in, tally.items_out);
+            continue;
+        }
+        if stamp {
+            // Queued before the items are published (at the flush).
+            stamps.forward(tally.items_out, ctx.latency.now());
+        }
+        let taken = input.take(available.min(ctx.batch), |item| {
+            out.emit(item);
+            !out.is_congested()
+        })?;
+        out.flush()?;
+        tally.items_out += taken as u64;
+        control.record(tally.items_in, tally.items_out);
+    })())
+}
