@@ -179,6 +179,7 @@ impl Coordinator {
         let shared = Arc::clone(&self.shared);
         let sender = self.sender.clone();
         let batch = self.options.batch_size;
+        let edge_items = self.options.ring_capacity;
         let stage_name = stage.name().to_owned();
         shared.controls.get(index).reset();
         let handle = thread::Builder::new()
@@ -187,6 +188,7 @@ impl Coordinator {
                 let ctx = Ctx {
                     control: shared.controls.get(index),
                     batch,
+                    edge_items,
                     latency: &shared.latency,
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {

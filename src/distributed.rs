@@ -349,6 +349,7 @@ impl Coordinator {
                 shared: &*self.shared,
                 index,
                 batch: self.options.batch_size,
+                edge_items: self.options.ring_capacity,
                 input: (&*self.edges[index - 1], &rings[index - 1]),
                 output: (&*self.edges[index], &rings[index]),
                 stamps: (&stamp_rings[index - 1], &stamp_rings[index]),
@@ -982,6 +983,8 @@ struct WorkerPlan {
     shared: *const Shared,
     index: usize,
     batch: usize,
+    /// Items a shared-memory edge should hold (the in-process capacity).
+    edge_items: usize,
     /// The input edge's spec and record ring.
     input: (*const dyn EdgeSpec, *const RecordRing),
     /// The output edge's spec and record ring.
@@ -1061,6 +1064,7 @@ fn worker_main(
     let ctx = Ctx {
         control: &table.slot(index).control,
         batch: plan.batch,
+        edge_items: plan.edge_items,
         latency: &shared.latency,
     };
     let slot = table.slot(index);

@@ -345,9 +345,18 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         };
         let (a, b) = chunk.as_slices();
         let mut per_record = MAX_ITEMS_PER_RECORD;
+        let mut bytes_per_item = 0;
         let mut fitted = 0;
         for part in [a, b] {
-            let (done, result) = stage_items(producer, part, &mut per_record);
+            // Residues are not bounded in items: they were in the
+            // in-process ring, so they are about that many already.
+            let (done, result) = stage_items(
+                producer,
+                part,
+                &mut per_record,
+                usize::MAX,
+                &mut bytes_per_item,
+            );
             fitted += done;
             match result {
                 Ok(()) => {}

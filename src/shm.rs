@@ -32,9 +32,16 @@ pub(crate) struct ShmOutbox<T> {
     held: Vec<T>,
     staged: usize,
     /// Most items per record: a run's archive is kept to about an eighth of
-    /// the ring, so that a record neither waits for a nearly empty ring nor
-    /// holds back the consumer for long.
+    /// the ring (or of the queue bound), so that a record neither waits for
+    /// a nearly empty ring nor holds back the consumer for long.
     per_record: usize,
+    /// Most items the edge should hold (the in-process ring's capacity), so
+    /// that a switch out does not multiply queueing delay: a byte ring sized
+    /// for large records would otherwise hold a hundred thousand small
+    /// ones. 0 until the stage loop sets it.
+    max_items: usize,
+    /// Archive bytes per item, as the last record measured (0: unknown).
+    bytes_per_item: usize,
     /// The last attempt to stage found no room.
     full: bool,
     /// The stage this outbox belongs to, for error messages.
@@ -51,6 +58,8 @@ impl<T> ShmOutbox<T> {
             held: Vec::new(),
             staged: 0,
             per_record: MAX_ITEMS_PER_RECORD,
+            max_items: 0,
+            bytes_per_item: 0,
             full: false,
             stage: stage.to_owned(),
             error: None,
@@ -63,26 +72,57 @@ impl<T> ShmOutbox<T> {
             source: error,
         })
     }
+
+    /// Bounds the items the edge holds to about `items` (see `max_items`).
+    pub(crate) fn bound_queue(&mut self, items: usize) {
+        self.max_items = items;
+    }
+
+    /// The bytes the ring may hold: `max_items` items at the measured size,
+    /// but at least two records' worth so that producer and consumer can
+    /// overlap.
+    fn budget(&self) -> usize {
+        if self.max_items == 0 || self.bytes_per_item == 0 {
+            return usize::MAX;
+        }
+        let items = self.max_items.max(2 * self.per_record);
+        items.saturating_mul(self.bytes_per_item)
+    }
+
+    /// Bytes published or staged and not yet released by the consumer.
+    fn used(&mut self) -> usize {
+        self.producer.capacity() - self.producer.free_bytes()
+    }
 }
 
 /// Stages `items` into `producer` as records of at most `*per_record`
 /// items each, adapting `*per_record` to the ring (see
 /// [`ShmOutbox::per_record`]). Returns how many items are staged; stops
 /// early at `Err(Full)`, with the count so far.
+///
+/// `budget`: the most bytes the ring should hold; `Err(Full)` once it holds
+/// that many (`usize::MAX`: only the ring's size bounds it). `bytes_per_item`
+/// is set to what each record measured.
 pub(crate) fn stage_items<T: Item>(
     producer: &mut RecordProducer<Vec<T>>,
     items: &[T],
     per_record: &mut usize,
+    budget: usize,
+    bytes_per_item: &mut usize,
 ) -> (usize, Result<(), PushError>) {
-    let target = (producer.capacity() / 8).max(1);
+    let target = (producer.capacity() / 8).min(budget / 4).max(1);
     let mut done = 0;
     while done < items.len() {
+        if budget != usize::MAX && producer.capacity() - producer.free_bytes() >= budget {
+            return (done, Err(PushError::Full));
+        }
         let k = (*per_record).min(items.len() - done);
         let before = producer.staged_bytes();
         match producer.push_as(&VecOf(&items[done..done + k])) {
             Ok(()) => {
                 done += k;
                 let bytes = (producer.staged_bytes() - before).max(1);
+                *bytes_per_item = bytes.div_ceil(k);
                 // Scale the run towards `target` bytes per record.
                 *per_record = (k.saturating_mul(target) / bytes).clamp(1, MAX_ITEMS_PER_RECORD);
             }
@@ -96,10 +136,13 @@ pub(crate) fn stage_items<T: Item>(
 impl<T: Item> ShmOutbox<T> {
     /// Stages every held item that fits; drops them once all are staged.
     fn stage_held(&mut self) {
+        let budget = self.budget();
         let (done, result) = stage_items(
             &mut self.producer,
             &self.held[self.staged..],
             &mut self.per_record,
+            budget,
+            &mut self.bytes_per_item,
         );
         self.staged += done;
         match result {
@@ -165,6 +208,23 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
     fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit> {
         if self.staged == self.held.len() {
             return Ok(());
+        }
+        let budget = self.budget();
+        if budget != usize::MAX && self.used() >= budget {
+            // Over the queue bound: wait until the consumer brings the ring
+            // below it; the next flush stages what then fits.
+            let capacity = self.producer.capacity();
+            let want = capacity - budget.min(capacity) + 1;
+            return match self
+                .producer
+                .wait_for_space(want, None, || control.is_aborted())
+            {
+                WaitOutcome::Closed | WaitOutcome::Interrupted => Err(StageExit::Aborted),
+                WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {
+                    self.full = false;
+                    Ok(())
+                }
+            };
         }
         // Waits for exactly the room the oldest waiting run needs.
         let k = self.per_record.min(self.held.len() - self.staged);

@@ -98,6 +98,7 @@ where
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
         let (tally, stamps) = (&mut self.tally, &mut self.stamps);
         if let Some(out) = self.shm_output.as_mut() {
+            out.bound_queue(ctx.edge_items);
             return self.feed.run(out, tally, stamps, ctx);
         }
         match self.output.as_mut() {

@@ -445,6 +445,9 @@ pub(crate) struct Ctx<'a> {
     pub control: &'a StageControl,
     /// Items taken from the input at once.
     pub batch: usize,
+    /// Slots of an in-process ring: what a shared-memory edge is bounded to
+    /// in items, too.
+    pub edge_items: usize,
     /// The run's clock and latency histogram (used by source and sink).
     pub latency: &'a LatencyRecorder,
 }
@@ -697,6 +700,7 @@ where
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
         let (tally, stamps) = (&mut self.tally, &mut self.stamps);
         if let (Some(input), Some(out)) = (self.shm_input.as_mut(), self.shm_output.as_mut()) {
+            out.bound_queue(ctx.edge_items);
             return run_transform(&mut self.op, input, out, tally, stamps, ctx);
         }
         match (self.input.as_mut(), self.output.as_mut()) {

@@ -240,3 +240,45 @@ fn no_item_waits_for_a_batch_to_fill() {
         assert_eq!(join_bounded(handle).unwrap().items_delivered, 300);
     }
 }
+
+/// Bounded queueing in both modes: a shared-memory edge holds about as many
+/// items as the in-process ring it replaces, not as many as fit its bytes
+/// (a 1 MiB ring holds ~100k small records' items), so a switch out does
+/// not multiply queueing delay under saturation.
+#[test]
+fn shared_memory_edges_hold_about_a_ring_of_items() {
+    let _serial = serial();
+    let n = 60_000u64;
+    let capacity = 256;
+    for mode in [ExecutionMode::InProcess, ExecutionMode::Distributed] {
+        let handle = Pipeline::from_iter(0..n)
+            .map("m", |x: u64| x + 1)
+            .mode(mode.clone())
+            .ring_capacity(capacity)
+            .sink(|_| {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(5) {
+                    std::hint::spin_loop();
+                }
+            })
+            .spawn()
+            .unwrap();
+        let mut most = 0;
+        while !handle.is_finished() {
+            let stages = handle.metrics().stages;
+            for pair in stages.windows(2) {
+                most = most.max(pair[0].items_out.saturating_sub(pair[1].items_in));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        join_bounded(handle).unwrap();
+        // The ring's items, plus what the two stages hold in hand (a batch,
+        // or a record's run) and the first run before the size is known.
+        let bound = 4 * capacity as u64 + 2 * 4096;
+        println!("{mode:?}: at most {most} items between two stages");
+        assert!(
+            most <= bound,
+            "{mode:?}: {most} items queued between two stages (bound {bound})"
+        );
+    }
+}
