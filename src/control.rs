@@ -366,3 +366,54 @@ impl std::fmt::Display for ControlTableError {
         }
     }
 }
+
+#[cfg(all(test, not(ringweave_loom)))]
+mod tests {
+    use super::*;
+
+    /// Sizes that overflow `usize` are refused; before the checks, four
+    /// stages of `1 << 62` bytes wrapped to a segment of a few pages that
+    /// `state_area` then indexed far past.
+    #[test]
+    fn overflowing_sizes_are_refused() {
+        for (len, state) in [(4, 1usize << 62), (3, usize::MAX), (usize::MAX / 64, 4096)] {
+            match ControlTable::shared(len, state) {
+                Err(ControlTableError::TooLarge {
+                    stages,
+                    state_capacity,
+                }) => assert_eq!((stages, state_capacity), (len, state)),
+                Err(e) => panic!("{len} × {state}: expected TooLarge, got {e}"),
+                Ok(_) => panic!("{len} × {state}: a table was made"),
+            }
+        }
+        let e = ControlTable::shared(4, 1 << 62).err().unwrap().to_string();
+        assert!(
+            e.contains("4 stages") && e.contains(&(1usize << 62).to_string()),
+            "{e}"
+        );
+        // Three stages of `1 << 62` do not overflow; the segment refuses them.
+        assert!(matches!(
+            ControlTable::shared(3, 1 << 62),
+            Err(ControlTableError::Segment(_))
+        ));
+    }
+
+    /// Each stage's areas lie inside the segment, one stride apart, at the
+    /// largest state capacity `Options::validate` accepts.
+    #[test]
+    fn areas_fit_at_the_largest_accepted_state() {
+        let max = crate::pipeline::MAX_STATE_BYTES;
+        let table = ControlTable::shared(3, max).unwrap();
+        let (first, capacity) = table.state_area(0).unwrap();
+        assert_eq!(capacity, max);
+        let (last_error, error_len) = table.error_area(2).unwrap();
+        assert_eq!(
+            last_error as usize - first as usize,
+            2 * (max + ERROR_AREA) + max
+        );
+        // The last byte of the last area is mapped and writable.
+        // SAFETY: inside the error area of stage 2 (see `error_area`).
+        unsafe { last_error.add(error_len - 1).write(0xA5) };
+        assert_eq!(first as usize % 16, 0);
+    }
+}

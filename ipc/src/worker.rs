@@ -11,6 +11,23 @@
 //! waits for the child, and its `Drop` kills and reaps a child still running,
 //! so a dropped handle leaves no process and no zombie behind.
 //!
+//! # When someone else reaps the worker
+//!
+//! With `SIGCHLD` ignored (`SIG_IGN`, or `SA_NOCLDWAIT`) the kernel reaps
+//! children as they exit, and any code in the process that calls
+//! `waitpid(-1, …)` may take a worker's exit status before its `Worker`
+//! does. Either way `waitpid` on the worker fails with `ECHILD`, and the
+//! exit status is gone for good. A `Worker` then records
+//! [`WorkerExit::Unknown`]: the process has ended, how is not known. So a
+//! worker never stays "running" after its process is gone, and no wait
+//! blocks or retries forever. [`sigchld_ignored`] tells a caller that needs
+//! real exit statuses that it will not get them.
+//!
+//! Where the kernel has them (Linux 5.3 and later) a `Worker` also holds a
+//! pidfd of its process: polling it says whether the process has ended
+//! whoever reaps it, and signals sent through it can never reach another
+//! process that reuses the pid after someone else reaped the worker.
+//!
 //! # Examples
 //!
 //! ```
@@ -26,7 +43,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 use std::fmt;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// How a worker process ended.
@@ -39,10 +57,18 @@ pub enum WorkerExit {
     /// A signal killed it (`SIGKILL` from [`Worker::kill`], from its parent's
     /// death, or from outside).
     Signaled(Signal),
+    /// It has ended, but its exit status was taken by someone else: the
+    /// kernel, because `SIGCHLD` is ignored (`SIG_IGN` or `SA_NOCLDWAIT`;
+    /// see [`sigchld_ignored`]), or other code of this process that called
+    /// `waitpid` (typically `waitpid(-1, …)`) first. `waitpid` on the worker
+    /// failed with `ECHILD`, and nothing can tell any more whether it
+    /// succeeded, so [`success`](Self::success) is `false`.
+    Unknown,
 }
 
 impl WorkerExit {
-    /// Whether the worker exited with code 0.
+    /// Whether the worker exited with code 0. `false` for
+    /// [`Unknown`](Self::Unknown): a success nobody saw is not one.
     pub fn success(self) -> bool {
         self == Self::Exited(0)
     }
@@ -56,6 +82,10 @@ impl fmt::Display for WorkerExit {
             }
             Self::Exited(code) => write!(f, "exited with code {code}"),
             Self::Signaled(signal) => write!(f, "killed by {signal} ({})", signal as i32),
+            Self::Unknown => f.write_str(
+                "ended; its exit status was taken by someone else \
+                 (SIGCHLD ignored or a foreign waitpid)",
+            ),
         }
     }
 }
@@ -70,8 +100,10 @@ pub enum WorkerError {
         /// The OS error (`EAGAIN`: process limit, `ENOMEM`).
         errno: Errno,
     },
-    /// `waitpid` on the worker failed (`ECHILD`: someone else reaped it, or
-    /// `SIGCHLD` is ignored).
+    /// `waitpid` on the worker failed with an error other than `ECHILD`
+    /// (which is not an error here: it records [`WorkerExit::Unknown`]).
+    /// Linux documents no such error for a valid pid and flags; the variant
+    /// stays so that an unexpected one is reported, not hidden.
     Wait {
         /// The worker's name.
         name: String,
@@ -123,8 +155,15 @@ impl std::error::Error for WorkerError {}
 pub struct Worker {
     name: String,
     pid: Pid,
-    /// How it ended, once reaped. After that `pid` may belong to another
-    /// process, so it is never signalled or waited for again.
+    /// A pidfd of the process, if the kernel has `pidfd_open` (Linux 5.3).
+    /// Unlike `pid` it always names this process: it becomes readable when
+    /// the process ends, whoever reaps it, and a signal sent through it
+    /// fails with `ESRCH` once the process is gone instead of reaching a
+    /// process that reuses the pid. Closed when the `Worker` drops.
+    pidfd: Option<OwnedFd>,
+    /// How it ended, once reaped (or once `waitpid` said someone else did).
+    /// After that `pid` may belong to another process, so it is never
+    /// signalled or waited for again.
     exit: Option<WorkerExit>,
 }
 
@@ -133,6 +172,7 @@ impl fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("name", &self.name)
             .field("pid", &self.pid.as_raw())
+            .field("pidfd", &self.pidfd.as_ref().map(AsRawFd::as_raw_fd))
             .field("exit", &self.exit)
             .finish()
     }
@@ -205,6 +245,7 @@ impl Worker {
             Ok(ForkResult::Parent { child }) => Ok(Worker {
                 name,
                 pid: child,
+                pidfd: pidfd_open(child),
                 exit: None,
             }),
         }
@@ -228,19 +269,47 @@ impl Worker {
         self.exit
     }
 
-    /// How the worker ended, or `None` if it still runs; never blocks
-    /// (`waitpid` with `WNOHANG`). Once it has returned `Some`, it returns
-    /// the same value without a system call.
+    /// A pidfd of the worker's process, or `None` where the kernel has no
+    /// `pidfd_open` (before Linux 5.3) or it failed at spawn.
+    ///
+    /// It polls readable (`POLLIN`) once the process has ended, whoever
+    /// reaps it, so a caller watching several workers can `poll` all their
+    /// pidfds at once and then call [`try_status`](Self::try_status) on the
+    /// ones that woke. It is closed when the `Worker` drops; do not read
+    /// from it or reap through it (`waitid(P_PIDFD, …)`), or the `Worker`
+    /// only learns [`WorkerExit::Unknown`].
+    #[inline]
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// How the worker ended, or `None` if it still runs; never blocks. With
+    /// a pidfd, a `poll` of it with a zero timeout says whether the process
+    /// has ended, and only then does `waitpid` (with `WNOHANG`) collect the
+    /// exit status; without one, `waitpid` with `WNOHANG` does both. Once it
+    /// has returned `Some`, it returns the same value without a system call.
+    ///
+    /// If the process has ended but its status was taken by someone else
+    /// (`SIGCHLD` ignored, a foreign `waitpid`), it returns
+    /// [`WorkerExit::Unknown`].
     ///
     /// Cheap enough to call from a blocking ring operation's `interrupt`.
     ///
     /// # Errors
     ///
-    /// [`WorkerError::Wait`] if `waitpid` fails (the worker was reaped
-    /// elsewhere, or `SIGCHLD` is set to be ignored).
+    /// [`WorkerError::Wait`] if `waitpid` fails with an error other than
+    /// `ECHILD` (none is documented for a valid pid).
     pub fn try_status(&mut self) -> Result<Option<WorkerExit>, WorkerError> {
         if self.exit.is_some() {
             return Ok(self.exit);
+        }
+        if let Some(pidfd) = &self.pidfd {
+            // Still running: no `waitpid` needed. A failed poll (which the
+            // kernel documents only for bad arguments) proves nothing, so
+            // `waitpid` decides then.
+            if pidfd_ended(pidfd.as_fd(), 0) == Ok(false) {
+                return Ok(None);
+            }
         }
         self.reap(Some(WaitPidFlag::WNOHANG))
     }
@@ -256,20 +325,39 @@ impl Worker {
             // Reaped: the pid may be someone else's now.
             return Ok(());
         }
-        // An unreaped child's pid is still ours (a zombie keeps it), so this
-        // cannot hit another process.
-        kill(self.pid, Signal::SIGKILL).map_err(|errno| WorkerError::Kill {
-            name: self.name.clone(),
-            pid: self.pid.as_raw(),
-            errno,
-        })
+        let result = match &self.pidfd {
+            // Through the pidfd the signal reaches this process or nothing:
+            // `ESRCH` once someone else has reaped it.
+            Some(pidfd) => pidfd_kill(pidfd.as_fd()),
+            // An unreaped child's pid is still ours (a zombie keeps it).
+            // Only if someone else reaped it behind our back (see the module
+            // docs) could the pid be reused; without a pidfd that cannot be
+            // ruled out, but reuse needs the pid space to wrap first.
+            None => kill(self.pid, Signal::SIGKILL),
+        };
+        match result {
+            // The process is gone (someone else reaped it): nothing to kill.
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(errno) => Err(WorkerError::Kill {
+                name: self.name.clone(),
+                pid: self.pid.as_raw(),
+                errno,
+            }),
+        }
     }
 
-    /// Waits for the worker to end and reaps it.
+    /// Waits for the worker to end and reaps it. With a pidfd it first waits
+    /// for the pidfd to become readable, which happens when the process
+    /// ends even if someone else reaps it, then collects the status with
+    /// `waitpid`.
+    ///
+    /// Returns [`WorkerExit::Unknown`] if the process ended but its status
+    /// was taken by someone else.
     ///
     /// # Errors
     ///
-    /// [`WorkerError::Wait`] if `waitpid` fails.
+    /// [`WorkerError::Wait`] if `waitpid` fails with an error other than
+    /// `ECHILD` (none is documented for a valid pid).
     pub fn wait(mut self) -> Result<WorkerExit, WorkerError> {
         self.wait_mut()
     }
@@ -279,6 +367,18 @@ impl Worker {
             if let Some(exit) = self.exit {
                 return Ok(exit);
             }
+            if let Some(pidfd) = &self.pidfd {
+                // Not ended (`Ok(false)`: interrupted by a signal): poll
+                // again. A failed poll falls through to the blocking
+                // `waitpid`, which does not need the pidfd.
+                if pidfd_ended(pidfd.as_fd(), -1) == Ok(false) {
+                    continue;
+                }
+            }
+            // After the pidfd said "ended" this returns at once: the status
+            // is waiting (a zombie) or gone (`ECHILD`). Without a pidfd it
+            // blocks until the child ends; the kernel then wakes every
+            // waiter, and the one whose status was taken gets `ECHILD`.
             self.reap(None)?;
         }
     }
@@ -291,6 +391,11 @@ impl Worker {
             // Still running (or stopped/continued, which we did not ask to
             // hear about), or a signal handler interrupted a blocking wait.
             Ok(_) | Err(Errno::EINTR) => return Ok(None),
+            // Not our child any more: it has ended, and the kernel (SIGCHLD
+            // ignored) or another `waitpid` took its status. It will never
+            // be ours to collect, so record that it ended: a worker left
+            // "running" here would be waited for forever.
+            Err(Errno::ECHILD) => WorkerExit::Unknown,
             Err(errno) => {
                 return Err(WorkerError::Wait {
                     name: self.name.clone(),
@@ -304,12 +409,103 @@ impl Worker {
     }
 }
 
+/// A pidfd of `pid`, or `None` if the kernel cannot make one.
+///
+/// `ENOSYS` (before Linux 5.3, or a seccomp filter) is the expected
+/// failure; any other (`EMFILE`, `ENOMEM`, `ESRCH` if someone else already
+/// reaped the child) also falls back to plain `waitpid`, which still sees
+/// the end of the process: a pidfd makes the handle more robust, not
+/// possible.
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: `pidfd_open(pid, flags)` takes two integers and only returns
+    // a new descriptor or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = i32::try_from(fd).expect("the kernel returns descriptors that fit in an int");
+    // SAFETY: `fd` is a new descriptor that nothing else owns (and it is
+    // close-on-exec: pidfds always are).
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process behind `pidfd` has ended: `poll` for `POLLIN` with
+/// `timeout_ms` (0: do not wait; -1: wait until it ends). `Ok(false)` if it
+/// still runs (or a signal interrupted a blocking poll).
+fn pidfd_ended(pidfd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool, Errno> {
+    let mut fds = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `fds` is one valid `pollfd` that lives across the call.
+    let ready = unsafe { libc::poll(&mut fds, 1, timeout_ms) };
+    match ready {
+        // A pidfd reports the end of its process as `POLLIN` (and
+        // `POLLHUP` once it is reaped, on newer kernels).
+        1.. => Ok(true),
+        0 => Ok(false),
+        _ => match Errno::last() {
+            Errno::EINTR => Ok(false),
+            errno => Err(errno),
+        },
+    }
+}
+
+/// Sends `SIGKILL` through `pidfd` (`pidfd_send_signal`, Linux 5.1, which
+/// any kernel with `pidfd_open` has).
+fn pidfd_kill(pidfd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: the arguments are a descriptor, a signal number, a null
+    // `siginfo` (the kernel then fills in a plain `kill`'s) and zero flags;
+    // the kernel reads no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Whether this process's `SIGCHLD` disposition makes the kernel reap its
+/// children itself: the handler is `SIG_IGN`, or `SA_NOCLDWAIT` is set.
+///
+/// With either, a child that exits leaves no zombie, so its exit status is
+/// lost: `waitpid` on it fails with `ECHILD`, and a [`Worker`] can only
+/// report [`WorkerExit::Unknown`], which cannot tell a crash from a clean
+/// exit. Code that must tell them apart (the pipeline's distributed mode)
+/// checks this before it forks and refuses to start instead.
+///
+/// The disposition is process-wide and may change at any time; this reads
+/// it once. `SIGCHLD` has no fixed disposition a caller could lose by
+/// asking, so the query always succeeds (a failure would read as `false`).
+pub fn sigchld_ignored() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action makes `sigaction` only read the current
+    // one into `old`, which is valid for writes of a whole `sigaction`.
+    let rc = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), old.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: `sigaction` succeeded and filled `old` (it was zeroed before,
+    // which is a valid `sigaction` anyway).
+    let old = unsafe { old.assume_init() };
+    old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         if self.exit.is_none() {
             // Errors are ignored: with nobody to report to, the best left is
-            // to try the next step. A failed wait means the child was reaped
-            // elsewhere, so no zombie of ours remains either way.
+            // to try the next step. A child reaped elsewhere ends the wait
+            // with `Unknown`, and leaves no zombie of ours either way.
             let _ = self.kill();
             let _ = self.wait_mut();
         }
@@ -510,6 +706,109 @@ mod tests {
             Err(Errno::ECHILD),
             "drop must have reaped the worker"
         );
+    }
+
+    /// Someone else collects the worker's exit status before the `Worker`
+    /// does: `try_status` must report that it ended (`Unknown`) instead of
+    /// failing and leaving it "running" forever; `exit()` then says the
+    /// same, and `kill` and drop are no-ops.
+    #[test]
+    fn status_taken_by_someone_else_is_unknown() {
+        // SAFETY: the closure only returns a constant.
+        let mut worker = unsafe { Worker::spawn("stolen", || 5) }.unwrap();
+        // The foreign reaper: what a library calling `waitpid` would do.
+        assert_eq!(
+            waitpid(worker.pid(), None),
+            Ok(WaitStatus::Exited(worker.pid(), 5))
+        );
+        assert_eq!(worker.try_status(), Ok(Some(WorkerExit::Unknown)));
+        assert_eq!(worker.exit(), Some(WorkerExit::Unknown));
+        assert_eq!(worker.try_status(), Ok(Some(WorkerExit::Unknown)));
+        assert!(!WorkerExit::Unknown.success());
+        assert!(
+            WorkerExit::Unknown.to_string().contains("someone else"),
+            "{}",
+            WorkerExit::Unknown
+        );
+        assert_eq!(worker.kill(), Ok(()));
+        drop(worker);
+    }
+
+    /// As above, for a blocking `wait` (and for the pidfd-less path a
+    /// kernel before 5.3 takes): it returns `Unknown` instead of an error.
+    #[test]
+    fn wait_after_someone_else_reaped_is_unknown() {
+        for with_pidfd in [true, false] {
+            // SAFETY: the closure only returns a constant.
+            let mut worker = unsafe { Worker::spawn("stolen", || 0) }.unwrap();
+            if !with_pidfd {
+                worker.pidfd = None;
+            }
+            assert_eq!(
+                waitpid(worker.pid(), None),
+                Ok(WaitStatus::Exited(worker.pid(), 0))
+            );
+            assert_eq!(
+                worker.wait(),
+                Ok(WorkerExit::Unknown),
+                "pidfd: {with_pidfd}"
+            );
+        }
+    }
+
+    /// A still-running worker killed and reaped by someone else while the
+    /// `Worker` waits for it: the wait wakes (the pidfd reports the end)
+    /// and returns, with the real status or `Unknown` depending on who
+    /// reaped first.
+    #[test]
+    fn wait_wakes_when_someone_else_reaps() {
+        let word = std::sync::atomic::AtomicU32::new(0);
+        // SAFETY: the child only sleeps on a futex (a syscall, no lock).
+        let worker = unsafe {
+            Worker::spawn("sleeper", || loop {
+                let _ = crate::futex::wait(&word, 0, None);
+            })
+        }
+        .unwrap();
+        let pid = worker.pid();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(worker.wait());
+        });
+        let thief = std::thread::spawn(move || {
+            kill(pid, Signal::SIGKILL).unwrap();
+            waitpid(pid, None)
+        });
+        let exit = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("wait hung after someone else reaped the worker");
+        let stolen = thief.join().unwrap();
+        match (exit, stolen) {
+            (Ok(WorkerExit::Unknown), Ok(WaitStatus::Signaled(..)))
+            | (Ok(WorkerExit::Signaled(Signal::SIGKILL)), Err(Errno::ECHILD)) => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    /// Where the kernel has pidfds, the worker holds one, and it turns
+    /// readable when the process ends.
+    #[test]
+    fn pidfd_reports_the_end() {
+        // SAFETY: the closure only returns a constant.
+        let mut worker = unsafe { Worker::spawn("pidfd", || 0) }.unwrap();
+        let Some(pidfd) = worker.pidfd() else {
+            // Before Linux 5.3: nothing to check.
+            return;
+        };
+        assert_eq!(pidfd_ended(pidfd, 60_000), Ok(true));
+        assert_eq!(worker.try_status(), Ok(Some(WorkerExit::Exited(0))));
+    }
+
+    #[test]
+    fn sigchld_is_not_ignored_by_default() {
+        // The ignored case changes process-wide state, so it lives in its
+        // own test binary (`tests/foreign_reaper.rs`).
+        assert!(!sigchld_ignored());
     }
 
     #[test]
