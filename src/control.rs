@@ -156,6 +156,10 @@ pub(crate) const READY: u32 = 1;
 /// Worker status: told to leave, it has let go of its control word and
 /// only exits from here.
 pub(crate) const LEAVING: u32 = 2;
+/// Worker status: finished its stage (end of stream, output closed) and
+/// exits 0 from here. Lets the coordinator tell a finished worker from a
+/// crashed one when someone else took its exit status.
+pub(crate) const FINISHED: u32 = 3;
 
 /// One stage's entry in the [`ControlTable`]: its control block plus what a
 /// worker process reports through shared memory.

@@ -25,7 +25,7 @@
 
 use crate::config::Mode;
 use crate::control::{
-    ControlTable, StageSlot, ABORT, EXIT, LEAVING, PAUSED, READY, RESUME, RUNNING, STARTING,
+    ControlTable, StageSlot, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, RUNNING, STARTING,
 };
 use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
@@ -695,6 +695,7 @@ impl Coordinator {
             let pid = worker.pid().as_raw();
             match worker.try_status() {
                 Ok(None) | Ok(Some(WorkerExit::Exited(0))) => {}
+                Ok(Some(exit)) if ended_well(self.shared.controls.slot(index), exit) => {}
                 Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
                     reacted.get_or_insert((index, pid, Some(exit)));
                 }
@@ -744,7 +745,8 @@ impl Coordinator {
     }
 
     /// The watchdog: kills a worker whose input holds records and whose
-    /// output has room but whose counters have stood still for longer than
+    /// output is empty (so it waits for neither) but whose counters have
+    /// stood still for longer than
     /// the stall timeout, and fails the run naming it. Returns whether it
     /// did. Workers waiting for input or for room are not stalled, and a
     /// switch (which runs outside the event loop that calls this) restarts
@@ -761,9 +763,11 @@ impl Coordinator {
             let (items_in, _) = self.shared.controls.get(index).counts();
             let seen = &mut dist.progress[index];
             let (read, write) = dist.rings[index - 1].positions();
-            let output = &dist.rings[index];
-            let (out_read, out_write) = output.positions();
-            let has_work = write > read && out_write - out_read < output.capacity() as u64 / 2;
+            let (out_read, out_write) = dist.rings[index].positions();
+            // Stuck, not backpressured: its input holds records and its
+            // consumer has taken everything it published (a worker waiting
+            // for room always has unread records in its output).
+            let has_work = write > read && out_write == out_read;
             if items_in != seen.items_in || !has_work || worker.exit().is_some() {
                 *seen = Progress {
                     items_in,
@@ -807,7 +811,10 @@ impl Coordinator {
             return false;
         };
         match dist.workers.get_mut(index) {
-            Some(Some(worker)) => matches!(worker.try_status(), Ok(Some(WorkerExit::Exited(0)))),
+            Some(Some(worker)) => match worker.try_status() {
+                Ok(Some(exit)) => ended_well(self.shared.controls.slot(index), exit),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -892,6 +899,19 @@ fn parked(slot: &mut Slot) -> &mut Box<dyn ErasedStage> {
     match slot {
         Slot::Parked(stage) => stage,
         _ => unreachable!("the coordinator holds every stage during a switch"),
+    }
+}
+
+/// Whether a worker that ended finished its stage: it exited 0, or its
+/// status was taken by someone else (SIGCHLD ignored, a foreign `waitpid`)
+/// after it had marked itself finished.
+fn ended_well(slot: &StageSlot, exit: WorkerExit) -> bool {
+    match exit {
+        WorkerExit::Exited(0) => true,
+        // SYNC POINT: worker-finished. Pairs with the Release in
+        // `worker_main`.
+        WorkerExit::Unknown => slot.status.load(Ordering::Acquire) == FINISHED,
+        _ => false,
     }
 }
 
@@ -1085,6 +1105,9 @@ fn worker_main(
             StageExit::Finished => {
                 // Closes the output: the next stage sees the end of stream.
                 stage.detach_shm();
+                // SYNC POINT: worker-finished. Pairs with the Acquire in
+                // `Coordinator::ended_well`.
+                slot.status.store(FINISHED, Ordering::Release);
                 return 0;
             }
             StageExit::Aborted => {

@@ -60,7 +60,8 @@ pub enum Error {
     },
     /// A worker process made no progress for longer than the stall timeout
     /// (`CompletePipeline::stall_timeout`) while its input held items and
-    /// its output had room: it was killed and reaped. The usual cause is
+    /// its output was empty (so it waited for neither): it was killed and
+    /// reaped. The usual cause is
     /// stage code that takes a lock another thread of this program held at
     /// the fork (stdio, `println!`, `tracing`, a `Mutex`): in the worker
     /// that lock is never released.
@@ -111,7 +112,7 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "worker process {pid} of stage `{stage}` made no progress for {} ms \
-                 with {input_bytes} bytes waiting in its input and room in its output \
+                 with {input_bytes} bytes waiting in its input and its output empty \
                  (stuck after {items_in} items; a lock held at the fork?): killed",
                 stalled_for.as_millis()
             ),

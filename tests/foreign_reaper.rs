@@ -174,9 +174,9 @@ fn switch_rolls_back_when_sigchld_is_ignored() {
 
 /// (c) With the default disposition a distributed run starts, but a
 /// foreign `waitpid(-1)` loop takes the workers' exit statuses. The run
-/// must still end: either it saw the statuses first and finished, or it
-/// reports the stage whose status was taken — never does it wait for a
-/// reaped worker forever.
+/// must still end — and since the worker marks itself finished before it
+/// exits, it ends well: the stolen status of a finished worker is not a
+/// crash.
 #[test]
 fn run_ends_when_a_foreign_waitpid_takes_the_worker_status() {
     let _serial = serial();
@@ -197,11 +197,7 @@ fn run_ends_when_a_foreign_waitpid_takes_the_worker_status() {
             assert_eq!(take(&out), (1..=n).collect::<Vec<_>>());
             assert_eq!(report.items_delivered, n);
         }
-        Err(Error::WorkerCrashed { stage, exit, .. }) => {
-            assert_eq!(stage, "m", "{exit}");
-            assert!(exit.contains("someone else"), "{exit}");
-        }
-        Err(other) => panic!("unexpected error (stolen {stolen}): {other}"),
+        Err(other) => panic!("a finished run failed (stolen {stolen}): {other}"),
     }
     assert_nothing_left("after the run");
 }
