@@ -161,6 +161,13 @@ pub(crate) const LEAVING: u32 = 2;
 /// crashed one when someone else took its exit status.
 pub(crate) const FINISHED: u32 = 3;
 
+/// Largest accepted [`max_state_bytes`](crate::Pipeline::max_state_bytes):
+/// 1 GiB. Every stage gets a state area of this size in the shared control
+/// segment (address space, touched only as far as a state is written), so
+/// the bound keeps `stages × (state + error area)` far from overflowing,
+/// and the segment within what `mmap` can map.
+pub const MAX_STATE_BYTES: usize = 1 << 30;
+
 /// One stage's entry in the [`ControlTable`]: its control block plus what a
 /// worker process reports through shared memory.
 #[repr(C)]
@@ -406,7 +413,7 @@ mod tests {
     /// largest state capacity `Options::validate` accepts.
     #[test]
     fn areas_fit_at_the_largest_accepted_state() {
-        let max = crate::pipeline::MAX_STATE_BYTES;
+        let max = MAX_STATE_BYTES;
         let table = ControlTable::shared(3, max).unwrap();
         let (first, capacity) = table.state_area(0).unwrap();
         assert_eq!(capacity, max);

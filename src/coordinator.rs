@@ -21,16 +21,16 @@
 use crate::config::{ExecutionMode, Mode};
 use crate::control::ControlTable;
 use crate::error::{panic_message, Error};
+use crate::event::{LatencySummary, SwitchEvent, SwitchOutcome, SwitchReason};
 use crate::executor::{end, Command, Exit, Message};
 use crate::latency::LatencyRecorder;
 use crate::metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
 use crate::monitor::RateWindow;
 use crate::pipeline::{EdgeSpec, Options};
-use crate::report::{
-    LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
-};
+use crate::port::StageExit;
+use crate::report::{RunReport, StageReport};
 use crate::ring::RingWaker;
-use crate::stage::{Ctx, ErasedStage, StageExit};
+use crate::stage::{Ctx, ErasedStage};
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};

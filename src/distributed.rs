@@ -25,15 +25,17 @@
 
 use crate::config::Mode;
 use crate::control::{
-    ControlTable, StageSlot, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, RUNNING, STARTING,
+    ControlTable, StageSlot, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, RUNNING,
+    STARTING,
 };
 use crate::coordinator::{Coordinator, Shared, Slot};
 use crate::error::{panic_message, Error};
+use crate::event::SwitchOutcome;
 use crate::executor::install_stamp_rings;
 use crate::latency::{Stamp, StampRx, StampTx};
 use crate::pipeline::{EdgeSpec, Fault};
-use crate::report::SwitchOutcome;
-use crate::stage::{Ctx, ErasedStage, StageExit};
+use crate::port::StageExit;
+use crate::stage::{Ctx, ErasedStage};
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::RecordRing;
 use ringweave_ipc::segment::{Segment, SegmentLayout};

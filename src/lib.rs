@@ -52,6 +52,8 @@ mod distributed;
 #[cfg(not(ringweave_loom))]
 mod error;
 #[cfg(not(ringweave_loom))]
+mod event;
+#[cfg(not(ringweave_loom))]
 mod executor;
 #[cfg(not(ringweave_loom))]
 mod input;
@@ -66,6 +68,8 @@ mod monitor;
 #[cfg(not(ringweave_loom))]
 mod pipeline;
 #[cfg(not(ringweave_loom))]
+mod port;
+#[cfg(not(ringweave_loom))]
 mod report;
 pub mod ring;
 #[cfg(not(ringweave_loom))]
@@ -79,6 +83,8 @@ mod stage;
 pub use config::{ExecutionMode, HybridConfig, Mode};
 #[cfg(not(ringweave_loom))]
 pub use error::Error;
+#[cfg(not(ringweave_loom))]
+pub use event::{LatencySummary, SwitchEvent, SwitchOutcome, SwitchReason};
 #[cfg(not(ringweave_loom))]
 pub use executor::PipelineHandle;
 #[cfg(not(ringweave_loom))]
@@ -97,9 +103,7 @@ pub use pipeline::{
     MAX_STATE_BYTES,
 };
 #[cfg(not(ringweave_loom))]
-pub use report::{
-    LatencySummary, RunReport, StageReport, SwitchEvent, SwitchOutcome, SwitchReason,
-};
+pub use report::{RunReport, StageReport};
 pub use ringweave_ipc::wait::WaitStrategy;
 
 /// The README's examples, compiled and run as doctests.

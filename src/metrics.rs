@@ -3,7 +3,7 @@
 //! and its Prometheus text rendering.
 
 use crate::config::Mode;
-use crate::report::{LatencySummary, SwitchEvent, SwitchOutcome};
+use crate::event::{LatencySummary, SwitchEvent, SwitchOutcome};
 use std::fmt::Write as _;
 use std::time::Duration;
 

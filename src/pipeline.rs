@@ -45,12 +45,7 @@ pub const MAX_RING_CAPACITY: usize = 1 << 24;
 /// distributed mode a batch crosses in shared-memory records, so an
 /// unbounded batch over an endless source would grow without limit.
 pub const MAX_BATCH_SIZE: usize = 1 << 16;
-/// Largest accepted [`max_state_bytes`](Pipeline::max_state_bytes): 1 GiB.
-/// Every stage gets a state area of this size in the shared control
-/// segment (address space, touched only as far as a state is written), so
-/// the bound keeps `stages × (state + error area)` far from overflowing,
-/// and the segment within what `mmap` can map.
-pub const MAX_STATE_BYTES: usize = 1 << 30;
+pub use crate::control::MAX_STATE_BYTES;
 
 /// The run-option setters, the same on [`Pipeline`] and [`CompletePipeline`]
 /// (both hold their options in `self.parts.options`).

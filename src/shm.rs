@@ -5,7 +5,7 @@
 use crate::control::StageControl;
 use crate::error::Error;
 use crate::item::Item;
-use crate::stage::{interrupted, Emit, Inbox, Outbox, StageExit};
+use crate::port::{interrupted, Emit, Inbox, Outbox, StageExit};
 use ringweave_ipc::record::{RecordError, VecOf};
 use ringweave_ipc::record_ring::{
     PopError, PushError, RecordConsumer, RecordProducer, WaitOutcome,

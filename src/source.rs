@@ -12,12 +12,10 @@
 
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
+use crate::port::{boundary, drain, exit_of, interrupted, Inbox, Outbox, StageExit};
 use crate::ring::{map_chunk, Consumer, RingWaker, WaitOutcome};
 use crate::shm::ShmOutbox;
-use crate::stage::{
-    boundary, downcast, drain, exit_of, interrupted, shm_out, Ctx, ErasedStage, Inbox, Outbox,
-    RingOutbox, StageExit, Tally,
-};
+use crate::stage::{downcast, shm_out, Ctx, ErasedStage, RingOutbox, Tally};
 use std::any::Any;
 use std::time::Instant;
 
