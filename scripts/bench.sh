@@ -5,7 +5,7 @@
 #
 # Usage: scripts/bench.sh [BENCH ...]
 #   BENCH                 bench names to run (default: every bench in SPEC
-#                         whose benches/<name>.rs exists)
+#                         whose benches/<name>.rs exists, then `latency`)
 #   BENCH_SKIP_RUN=1      do not run anything; rebuild docs/PERF.md from the
 #                         results criterion already saved
 #
@@ -13,6 +13,10 @@
 # (or $CRITERION_HOME/..., as criterion does)
 # (estimates.json: median ns per iteration; benchmark.json: elements per
 # iteration). A result older than this run is marked stale in the report.
+#
+# `latency` (benches/latency.rs) is not a criterion bench: it writes its own
+# markdown tables to ${CARGO_TARGET_DIR:-target}/latency/latency.md (and
+# every row to latency.json there), which go into docs/PERF.md as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -198,6 +202,7 @@ EOF
 )
 
 crit_dir="${CRITERION_HOME:-${CARGO_TARGET_DIR:-target}/criterion}"
+latency_md="${CARGO_TARGET_DIR:-target}/latency/latency.md"
 out=docs/PERF.md
 start_epoch=$(date +%s)
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -211,12 +216,18 @@ else
   for name in "${known[@]}"; do
     [[ -f "benches/$name.rs" ]] && selected+=("$name")
   done
+  [[ -f benches/latency.rs ]] && selected+=(latency)
 fi
 
 if [[ "${BENCH_SKIP_RUN:-0}" != 1 ]]; then
   for name in "${selected[@]}"; do
     echo "== cargo bench --bench $name"
-    cargo bench --bench "$name" -- --noplot
+    if [[ "$name" == latency ]]; then
+      # Its own harness: no criterion options.
+      cargo bench --bench latency
+    else
+      cargo bench --bench "$name" -- --noplot
+    fi
   done
 else
   start_epoch=0
@@ -231,6 +242,7 @@ fi
 
 SPEC="$SPEC" \
   CRIT_DIR="$crit_dir" \
+  LATENCY_MD="$latency_md" \
   OUT="$out" \
   START_EPOCH="$start_epoch" \
   MACHINE_NPROC="$(nproc)" \
@@ -425,6 +437,20 @@ for b in benches:
         lines += extra_lines + [""]
     for note in b["notes"]:
         lines += [note, ""]
+
+# The latency bench's own tables (benches/latency.rs writes them).
+lines += ["## Latency: source → 3 × map → sink, paced", ""]
+try:
+    with open(env["LATENCY_MD"]) as f:
+        latency_md = f.read().rstrip("\n")
+    latency_mtime = os.path.getmtime(env["LATENCY_MD"])
+except FileNotFoundError:
+    lines += ["No results (`cargo bench --bench latency` not run yet).", ""]
+else:
+    if latency_mtime < start:
+        when = datetime.fromtimestamp(latency_mtime, timezone.utc)
+        lines += [f"(Stale: written {when.strftime('%Y-%m-%d %H:%M UTC')}.)", ""]
+    lines += [latency_md, ""]
 
 with open(env["OUT"], "w") as f:
     f.write("\n".join(lines).rstrip() + "\n")

@@ -19,6 +19,9 @@ use crate::stage::{downcast, shm_out, Ctx, ErasedStage, RingOutbox, Tally};
 use std::any::Any;
 use std::time::Instant;
 
+/// The longest an iterator source holds items back to fill a batch.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_micros(20);
+
 /// Where a source's items come from.
 pub(crate) trait Feed<T>: Send + 'static {
     /// Runs the source loop over this feed into `out`.
@@ -157,14 +160,27 @@ pub(crate) fn run_source<T>(
     ctx: &Ctx<'_>,
 ) -> StageExit {
     let control = ctx.control;
+    // Items per batch, from how fast the iterator yields: at most about
+    // `MAX_HOLD` worth of them, so a slow or paced iterator publishes item
+    // by item even while the consumer looks busy (it may just be waiting
+    // for a CPU), and a fast one fills whole batches. One clock read per
+    // batch, the one the latency stamps already make.
+    let mut limit = 1usize;
+    let mut last: Option<(Instant, usize)> = None;
     exit_of((|| loop {
         drain(out, control)?;
         boundary(control)?;
         // One clock read per batch: stamp its first item if one is due.
-        let stamp = stamps.source_due(Instant::now());
+        let now = Instant::now();
+        let stamp = stamps.source_due(now);
+        if let Some((started, produced)) = last {
+            let took = now.duration_since(started).as_nanos().max(1);
+            let fits = MAX_HOLD.as_nanos() * produced.max(1) as u128 / took;
+            limit = (fits as usize).clamp(1, ctx.batch);
+        }
         if let Some(ring) = out.ring() {
             // Batch path: fill free slots straight from the iterator.
-            let room = ring.slots().min(ctx.batch);
+            let room = ring.slots().min(limit);
             if room == 0 {
                 match ring.wait_for_slots(1, None, || control.interrupted()) {
                     WaitOutcome::Closed => return Err(StageExit::Aborted),
@@ -202,6 +218,7 @@ pub(crate) fn run_source<T>(
             if produced > 0 {
                 ring.publish_staged(produced);
             }
+            last = Some((now, produced));
             tally.items_out += produced as u64;
             control.record(tally.items_in, tally.items_out);
             if ended {
@@ -211,7 +228,7 @@ pub(crate) fn run_source<T>(
         }
         let mut produced = 0;
         let mut ended = false;
-        while produced < ctx.batch {
+        while produced < limit {
             let Some(item) = iter.next() else {
                 ended = true;
                 break;
@@ -229,6 +246,7 @@ pub(crate) fn run_source<T>(
             }
         }
         out.flush()?;
+        last = Some((now, produced));
         tally.items_out += produced as u64;
         control.record(tally.items_in, tally.items_out);
         if ended {
