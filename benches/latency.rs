@@ -10,7 +10,7 @@
 //!   `bounded(4096)`, blocking `send`/`recv`;
 //! - `rtrb`: five threads hand-wired with `rtrb` rings of 4096, one item per
 //!   push/pop, waiting as ringweave's default [`WaitStrategy`] does: spin,
-//!   then `yield_now`, then park (see [`Bell`]);
+//!   then `yield_now`, then park (`benches/latency/parked_ring.rs`);
 //! - `ringweave_iter`: `Pipeline::from_iter(paced source)`, default options
 //!   (the defaults are what is measured) with `ring_capacity(4096)`;
 //! - `ringweave_input`: `Pipeline::with_input()`, the bench's own thread
@@ -52,14 +52,16 @@
 //! Timings are only meaningful on a quiet machine: the paced producer spins
 //! on a core of its own, and the five stages share what is left.
 
+#[path = "latency/parked_ring.rs"]
+mod parked_ring;
+
 use hdrhistogram::Histogram;
 use ringweave::{ExecutionMode, Pipeline, WaitStrategy};
 use std::fmt::Write as _;
 use std::hint;
 use std::path::PathBuf;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
-use std::thread::{self, Thread};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// The item: `(seq, t_ns)`, the sequence number and the send time in
@@ -80,9 +82,6 @@ const UNPACED_ITEMS: u64 = 200_000;
 const RATES: [(u64, u64); 3] = [(1_000, 2_000), (10_000, 20_000), (100_000, 200_000)];
 /// Fewest items a run has, whatever the scale.
 const MIN_ITEMS: u64 = 100;
-/// How long the parked side of an `rtrb` ring sleeps before it looks again
-/// even without an `unpark` (a backstop: the protocol does not need it).
-const PARK_TIMEOUT: Duration = Duration::from_micros(100);
 /// How long to wait for a ringweave sink's histogram after `join` returned.
 const SINK_HANDBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -410,182 +409,8 @@ fn run_crossbeam(shape: Shape) -> Result<Recorder, String> {
     join(sink, "crossbeam sink")
 }
 
-/// One side's wake-up for an `rtrb` ring: the side that finds the ring empty
-/// (or full) spins and yields as ringweave's default [`WaitStrategy`] does,
-/// then sets `waiting` and parks; the other side, after each push (or pop),
-/// clears `waiting` and unparks it.
-///
-/// The handshake is the usual store-fence-load on both sides: the waiter
-/// stores `waiting = true`, fences (SeqCst) and looks at the ring again;
-/// the notifier pushes (or pops), fences (SeqCst) and loads `waiting`. The
-/// two fences order the two pairs, so either the waiter sees the new item
-/// (or space) and does not park, or the notifier sees `waiting` and unparks
-/// it; `unpark` before `park` makes that `park` return at once. The park
-/// also times out after [`PARK_TIMEOUT`], a backstop only. The notifier's
-/// fence costs a full barrier per item, which ringweave's rings avoid.
-struct Bell {
-    waiting: AtomicBool,
-    /// The one thread that ever waits on this bell, set at its first park.
-    waiter: OnceLock<Thread>,
-}
-
-impl Bell {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            waiting: AtomicBool::new(false),
-            waiter: OnceLock::new(),
-        })
-    }
-
-    /// Wakes the waiter, if it is parked or about to be. Call after the
-    /// push or pop it waits for.
-    #[inline]
-    fn ring(&self) {
-        // SYNC POINT: bell. Pairs with the fence in `wait_until`.
-        fence(Ordering::SeqCst);
-        // Relaxed: the fences order this load against the waiter's store.
-        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Relaxed) {
-            if let Some(t) = self.waiter.get() {
-                t.unpark();
-            }
-        }
-    }
-
-    /// Returns once `ready()` is true: spins, yields, then parks.
-    fn wait_until(&self, strategy: WaitStrategy, mut ready: impl FnMut() -> bool) {
-        for _ in 0..strategy.spins {
-            if ready() {
-                return;
-            }
-            hint::spin_loop();
-        }
-        for _ in 0..strategy.yields {
-            if ready() {
-                return;
-            }
-            thread::yield_now();
-        }
-        self.waiter.get_or_init(thread::current);
-        loop {
-            // Relaxed: ordered by the fence below.
-            self.waiting.store(true, Ordering::Relaxed);
-            // SYNC POINT: bell. Pairs with the fence in `ring`.
-            fence(Ordering::SeqCst);
-            if ready() {
-                // Relaxed: a stale `true` costs the notifier one spurious
-                // unpark, nothing more.
-                self.waiting.store(false, Ordering::Relaxed);
-                return;
-            }
-            thread::park_timeout(PARK_TIMEOUT);
-        }
-    }
-}
-
-/// The producer end of an `rtrb` ring with its bells.
-struct RtrbTx {
-    /// `None` only inside `drop`.
-    ring: Option<rtrb::Producer<Stamped>>,
-    /// Rung after a push; the consumer waits on it.
-    data: Arc<Bell>,
-    /// Rung after a pop; this side waits on it.
-    space: Arc<Bell>,
-    wait: WaitStrategy,
-}
-
-/// The consumer end of an `rtrb` ring with its bells.
-struct RtrbRx {
-    /// `None` only inside `drop`.
-    ring: Option<rtrb::Consumer<Stamped>>,
-    data: Arc<Bell>,
-    space: Arc<Bell>,
-    wait: WaitStrategy,
-}
-
-fn rtrb_channel() -> (RtrbTx, RtrbRx) {
-    let (p, c) = rtrb::RingBuffer::new(CAPACITY);
-    let (data, space) = (Bell::new(), Bell::new());
-    let wait = WaitStrategy::default();
-    (
-        RtrbTx {
-            ring: Some(p),
-            data: Arc::clone(&data),
-            space: Arc::clone(&space),
-            wait,
-        },
-        RtrbRx {
-            ring: Some(c),
-            data,
-            space,
-            wait,
-        },
-    )
-}
-
-impl RtrbTx {
-    /// Pushes `x`, waiting while the ring is full; `Err` if the consumer is
-    /// gone.
-    fn push(&mut self, mut x: Stamped) -> Result<(), ()> {
-        let ring = self.ring.as_mut().ok_or(())?;
-        loop {
-            match ring.push(x) {
-                Ok(()) => {
-                    self.data.ring();
-                    return Ok(());
-                }
-                Err(rtrb::PushError::Full(back)) => {
-                    x = back;
-                    if ring.is_abandoned() {
-                        return Err(());
-                    }
-                    let ring = &*ring;
-                    self.space
-                        .wait_until(self.wait, || !ring.is_full() || ring.is_abandoned());
-                }
-            }
-        }
-    }
-}
-
-impl Drop for RtrbTx {
-    fn drop(&mut self) {
-        // Drop the producer first so the woken consumer sees it abandoned.
-        drop(self.ring.take());
-        self.data.ring();
-    }
-}
-
-impl RtrbRx {
-    /// The next item, waiting while the ring is empty; `None` once the
-    /// producer is gone and the ring drained.
-    fn pop(&mut self) -> Option<Stamped> {
-        let ring = self.ring.as_mut()?;
-        loop {
-            if let Ok(x) = ring.pop() {
-                self.space.ring();
-                return Some(x);
-            }
-            if ring.is_abandoned() {
-                // The producer may have pushed between the pop and the check.
-                return ring.pop().ok();
-            }
-            let ring = &*ring;
-            self.data
-                .wait_until(self.wait, || !ring.is_empty() || ring.is_abandoned());
-        }
-    }
-}
-
-impl Drop for RtrbRx {
-    fn drop(&mut self) {
-        // Drop the consumer first so the woken producer sees it abandoned.
-        drop(self.ring.take());
-        self.space.ring();
-    }
-}
-
 fn run_rtrb(shape: Shape) -> Result<Recorder, String> {
-    let (mut src_tx, mut rx) = rtrb_channel();
+    let (mut src_tx, mut rx) = parked_ring::channel(CAPACITY, WaitStrategy::default());
     let mut threads = Vec::new();
     threads.push(spawn("rtrb-source", move || {
         for item in PacedSource::new(shape) {
@@ -595,7 +420,7 @@ fn run_rtrb(shape: Shape) -> Result<Recorder, String> {
         }
     })?);
     for (i, f) in shape.maps().into_iter().enumerate() {
-        let (mut tx, next_rx) = rtrb_channel();
+        let (mut tx, next_rx) = parked_ring::channel(CAPACITY, WaitStrategy::default());
         let mut input = std::mem::replace(&mut rx, next_rx);
         threads.push(spawn(&format!("rtrb-map{i}"), move || {
             while let Some(x) = input.pop() {
