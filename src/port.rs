@@ -7,7 +7,7 @@
 
 use crate::control::StageControl;
 use crate::error::Error;
-use crate::ring::{Consumer, Producer};
+use crate::ring::{Consumer, Producer, WaitOutcome};
 
 /// Where an operator puts its outputs.
 pub(crate) trait Emit<T> {
@@ -102,6 +102,41 @@ pub(crate) fn boundary(control: &StageControl) -> Result<(), StageExit> {
         interrupted(control)?;
     }
     Ok(())
+}
+
+/// The head of every loop that reads an input (transforms, the input
+/// source): flushes what waits for room, checks the barrier, then waits for
+/// input. `Ok(n)`: at least `n >= 1` items are readable. At the end of the
+/// stream it flushes what is left and returns `Err(Finished)`.
+#[inline]
+pub(crate) fn next_batch<In, Out>(
+    input: &mut impl Inbox<In>,
+    out: &mut impl Outbox<Out>,
+    control: &StageControl,
+) -> Result<usize, StageExit> {
+    drain(out, control)?;
+    boundary(control)?;
+    match input.await_items(control) {
+        Err(StageExit::Finished) => {
+            drain(out, control)?;
+            Err(StageExit::Finished)
+        }
+        result => result,
+    }
+}
+
+/// Waits for a free slot in a full output ring. Nothing is waiting to be
+/// published, so the barrier may stop the stage here.
+#[cold]
+pub(crate) fn await_room<T>(
+    ring: &mut Producer<T>,
+    control: &StageControl,
+) -> Result<(), StageExit> {
+    match ring.wait_for_slots(1, None, || control.interrupted()) {
+        WaitOutcome::Closed => Err(StageExit::Aborted),
+        WaitOutcome::Interrupted => interrupted(control),
+        WaitOutcome::Ready(_) | WaitOutcome::TimedOut => Ok(()),
+    }
 }
 
 /// A wait was interrupted: stop for an abort, pause for an accepted pause

@@ -12,8 +12,8 @@
 
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
-use crate::port::{boundary, drain, exit_of, interrupted, Inbox, Outbox, StageExit};
-use crate::ring::{map_chunk, Consumer, RingWaker, WaitOutcome};
+use crate::port::{await_room, boundary, drain, exit_of, next_batch, Inbox, Outbox, StageExit};
+use crate::ring::{map_chunk, Consumer, RingWaker};
 use crate::shm::ShmOutbox;
 use crate::stage::{downcast, shm_out, Ctx, ErasedStage, RingOutbox, Tally};
 use std::any::Any;
@@ -182,11 +182,7 @@ pub(crate) fn run_source<T>(
             // Batch path: fill free slots straight from the iterator.
             let room = ring.slots().min(limit);
             if room == 0 {
-                match ring.wait_for_slots(1, None, || control.interrupted()) {
-                    WaitOutcome::Closed => return Err(StageExit::Aborted),
-                    WaitOutcome::Interrupted => interrupted(control)?,
-                    WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
-                }
+                await_room(ring, control)?;
                 continue;
             }
             if stamp {
@@ -267,27 +263,13 @@ pub(crate) fn run_input<T>(
 ) -> StageExit {
     let control = ctx.control;
     exit_of((|| loop {
-        drain(out, control)?;
-        boundary(control)?;
-        let available = match input.await_items(control) {
-            Ok(n) => n,
-            Err(StageExit::Finished) => {
-                drain(out, control)?;
-                return Err(StageExit::Finished);
-            }
-            Err(exit) => return Err(exit),
-        };
+        let available = next_batch(input, out, control)?;
         // One clock read per batch: stamp its first item if one is due.
         let stamp = stamps.source_due(Instant::now());
         if let Some(ring) = out.ring() {
             let n = available.min(ctx.batch).min(ring.slots());
             if n == 0 {
-                // Output full, nothing waiting: the barrier may stop us here.
-                match ring.wait_for_slots(1, None, || control.interrupted()) {
-                    WaitOutcome::Closed => return Err(StageExit::Aborted),
-                    WaitOutcome::Interrupted => interrupted(control)?,
-                    WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
-                }
+                await_room(ring, control)?;
                 continue;
             }
             if stamp {

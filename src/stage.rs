@@ -11,7 +11,9 @@
 use crate::control::StageControl;
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
-use crate::port::{boundary, drain, exit_of, interrupted, Emit, Inbox, Outbox, StageExit};
+use crate::port::{
+    await_room, boundary, exit_of, interrupted, next_batch, Emit, Inbox, Outbox, StageExit,
+};
 use crate::ring::{map_chunk, Consumer, Producer, RingWaker, WaitOutcome};
 use crate::shm::{ShmInbox, ShmOutbox};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
@@ -354,16 +356,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
 ) -> StageExit {
     let control = ctx.control;
     exit_of((|| loop {
-        drain(out, control)?;
-        boundary(control)?;
-        let available = match input.await_items(control) {
-            Ok(n) => n,
-            Err(StageExit::Finished) => {
-                drain(out, control)?;
-                return Err(StageExit::Finished);
-            }
-            Err(exit) => return Err(exit),
-        };
+        let available = next_batch(input, out, control)?;
         let (base_in, base_out) = (tally.items_in, tally.items_out);
         stamps.refresh(base_in);
         if Op::ONE_TO_ONE {
@@ -381,12 +374,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
                 let moved = map_chunk(input, output, n, |x| op.map_one(x));
                 debug_assert_eq!(moved, n, "both ends are this thread's");
                 if n == 0 {
-                    // Output full, nothing waiting: the barrier may stop us here.
-                    match output.wait_for_slots(1, None, || control.interrupted()) {
-                        WaitOutcome::Closed => return Err(StageExit::Aborted),
-                        WaitOutcome::Interrupted => interrupted(control)?,
-                        WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
-                    }
+                    await_room(output, control)?;
                     continue;
                 }
                 tally.items_in += n as u64;
