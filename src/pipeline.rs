@@ -82,7 +82,7 @@ macro_rules! option_setters {
         }
 
         /// Sets how long a worker process may make no progress — its input
-        /// holding items, its output with room, its counters standing still —
+        /// holding items, its output drained, its counters standing still —
         /// before it is killed and the run fails with
         /// [`Error::WorkerStalled`](crate::Error::WorkerStalled)
         /// (default [`DEFAULT_STALL_TIMEOUT`]; at least 1 ms). Set it above
@@ -345,13 +345,8 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         for part in [a, b] {
             // Residues are not bounded in items: they were in the
             // in-process ring, so they are about that many already.
-            let (done, result) = stage_items(
-                producer,
-                part,
-                &mut per_record,
-                usize::MAX,
-                &mut bytes_per_item,
-            );
+            let (done, result) =
+                stage_items(producer, part, &mut per_record, None, &mut bytes_per_item);
             fitted += done;
             match result {
                 Ok(()) => {}

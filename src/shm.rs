@@ -80,19 +80,20 @@ impl<T> ShmOutbox<T> {
 
     /// The bytes the ring may hold: `max_items` items at the measured size,
     /// but at least two records' worth so that producer and consumer can
-    /// overlap.
-    fn budget(&self) -> usize {
+    /// overlap. `None` while either is unknown: only the ring's size bounds
+    /// it then.
+    fn budget(&self) -> Option<usize> {
         if self.max_items == 0 || self.bytes_per_item == 0 {
-            return usize::MAX;
+            return None;
         }
         let items = self.max_items.max(2 * self.per_record);
-        items.saturating_mul(self.bytes_per_item)
+        Some(items.saturating_mul(self.bytes_per_item))
     }
+}
 
-    /// Bytes published or staged and not yet released by the consumer.
-    fn used(&mut self) -> usize {
-        self.producer.capacity() - self.producer.free_bytes()
-    }
+/// Bytes published or staged and not yet released by the consumer.
+fn used_bytes<T>(producer: &mut RecordProducer<T>) -> usize {
+    producer.capacity() - producer.free_bytes()
 }
 
 /// Stages `items` into `producer` as records of at most `*per_record`
@@ -101,19 +102,22 @@ impl<T> ShmOutbox<T> {
 /// early at `Err(Full)`, with the count so far.
 ///
 /// `budget`: the most bytes the ring should hold; `Err(Full)` once it holds
-/// that many (`usize::MAX`: only the ring's size bounds it). `bytes_per_item`
-/// is set to what each record measured.
+/// that many (`None`: only the ring's size bounds it). `bytes_per_item` is
+/// set to what each record measured.
 pub(crate) fn stage_items<T: Item>(
     producer: &mut RecordProducer<Vec<T>>,
     items: &[T],
     per_record: &mut usize,
-    budget: usize,
+    budget: Option<usize>,
     bytes_per_item: &mut usize,
 ) -> (usize, Result<(), PushError>) {
-    let target = (producer.capacity() / 8).min(budget / 4).max(1);
+    let ring_target = producer.capacity() / 8;
+    let target = budget
+        .map_or(ring_target, |b| ring_target.min(b / 4))
+        .max(1);
     let mut done = 0;
     while done < items.len() {
-        if budget != usize::MAX && producer.capacity() - producer.free_bytes() >= budget {
+        if budget.is_some_and(|b| used_bytes(producer) >= b) {
             return (done, Err(PushError::Full));
         }
         let k = (*per_record).min(items.len() - done);
@@ -209,8 +213,10 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
         if self.staged == self.held.len() {
             return Ok(());
         }
-        let budget = self.budget();
-        if budget != usize::MAX && self.used() >= budget {
+        if let Some(budget) = self
+            .budget()
+            .filter(|&budget| used_bytes(&mut self.producer) >= budget)
+        {
             // Over the queue bound: wait until the consumer brings the ring
             // below it; the next flush stages what then fits.
             let capacity = self.producer.capacity();
