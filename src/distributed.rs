@@ -696,7 +696,7 @@ impl Coordinator {
             let Some(worker) = worker else { continue };
             let pid = worker.pid().as_raw();
             match worker.try_status() {
-                Ok(None) | Ok(Some(WorkerExit::Exited(0))) => {}
+                Ok(None) => {}
                 Ok(Some(exit)) if ended_well(self.shared.controls.slot(index), exit) => {}
                 Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
                     reacted.get_or_insert((index, pid, Some(exit)));
@@ -748,8 +748,8 @@ impl Coordinator {
 
     /// The watchdog: kills a worker whose input holds records and whose
     /// output is empty (so it waits for neither) but whose counters have
-    /// stood still for longer than
-    /// the stall timeout, and fails the run naming it. Returns whether it
+    /// stood still for longer than the stall timeout, and fails the run
+    /// naming it. Returns whether it
     /// did. Workers waiting for input or for room are not stalled, and a
     /// switch (which runs outside the event loop that calls this) restarts
     /// every clock.
@@ -792,10 +792,10 @@ impl Coordinator {
         let Some((index, pid, stalled_for, items_in, input_bytes)) = stalled else {
             return false;
         };
-        if let Some(Some(worker)) = dist.workers.get_mut(index) {
+        if let Some(Some(worker)) = dist.workers.get(index) {
+            // Reaped later with the others; the failure recorded below comes
+            // first, so its SIGKILL is not reported as a crash.
             let _ = worker.kill();
-            // Reaped now: the kill is the whole story, no crash to report.
-            let _ = worker.try_status();
         }
         self.fail(Error::WorkerStalled {
             stage: self.shared.names[index].clone(),
