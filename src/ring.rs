@@ -458,7 +458,7 @@ impl<T> Producer<T> {
 
     /// Free slots now (a lower bound: the consumer may be freeing more).
     #[inline]
-    pub fn slots(&mut self) -> usize {
+    pub fn slots(&self) -> usize {
         self.cursor.free(&self.shared.index, u64::MAX) as usize
     }
 
@@ -848,17 +848,18 @@ impl<T> Consumer<T> {
 
     /// Readable items now (a lower bound: the producer may be adding more).
     #[inline]
-    pub fn slots(&mut self) -> usize {
+    pub fn slots(&self) -> usize {
         self.cursor.available(&self.shared.index, u64::MAX) as usize
     }
 
     /// A reference to the oldest item, if any.
-    pub fn peek(&mut self) -> Option<&T> {
+    pub fn peek(&self) -> Option<&T> {
         if self.cursor.available(&self.shared.index, 1) == 0 {
             return None;
         }
-        // SAFETY: the position is published; `&mut self` keeps it unreleased
-        // while the reference lives.
+        // SAFETY: the position is published (`available` saw it with
+        // Acquire); releasing it takes `&mut self`, which cannot coexist with the
+        // borrow the reference holds.
         Some(unsafe { self.shared.get(self.cursor.position()) })
     }
 
@@ -989,20 +990,7 @@ impl<'a, T> ReadChunk<'a, T> {
         drop(self.drain());
     }
 
-    /// Moves the items out, oldest first. The slots of the items taken are
-    /// released with one store when the iterator is dropped; items not taken
-    /// stay in the ring.
-    #[allow(clippy::should_implement_trait)]
-    pub fn into_iter(self) -> ReadChunkIntoIter<'a, T> {
-        ReadChunkIntoIter {
-            consumer: self.consumer,
-            len: self.len,
-            taken: 0,
-            drop_rest: false,
-        }
-    }
-
-    /// Moves the items out like [`into_iter`](Self::into_iter), but items not
+    /// Moves the items out like [`into_iter`](IntoIterator::into_iter), but items not
     /// taken when the iterator is dropped are dropped and released too.
     pub fn drain(self) -> ReadChunkIntoIter<'a, T> {
         ReadChunkIntoIter {
@@ -1014,7 +1002,32 @@ impl<'a, T> ReadChunk<'a, T> {
     }
 }
 
-/// Iterator of [`ReadChunk::into_iter`] and [`ReadChunk::drain`].
+/// Moves the items out, oldest first: `for item in chunk { … }`. The slots
+/// of the items taken are released with one store when the iterator is
+/// dropped; items not taken stay in the ring.
+impl<'a, T> IntoIterator for ReadChunk<'a, T> {
+    type Item = T;
+    type IntoIter = ReadChunkIntoIter<'a, T>;
+
+    fn into_iter(self) -> ReadChunkIntoIter<'a, T> {
+        ReadChunkIntoIter {
+            consumer: self.consumer,
+            len: self.len,
+            taken: 0,
+            drop_rest: false,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ReadChunk<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadChunk")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator of [`ReadChunk`]'s `into_iter` and [`ReadChunk::drain`].
 pub struct ReadChunkIntoIter<'a, T> {
     consumer: &'a mut Consumer<T>,
     len: usize,
@@ -1071,6 +1084,18 @@ impl<T> Iterator for ReadChunkIntoIter<'_, T> {
 }
 
 impl<T> ExactSizeIterator for ReadChunkIntoIter<'_, T> {}
+
+impl<T> std::iter::FusedIterator for ReadChunkIntoIter<'_, T> {}
+
+impl<T> fmt::Debug for ReadChunkIntoIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadChunkIntoIter")
+            .field("len", &self.len)
+            .field("taken", &self.taken)
+            .field("drop_rest", &self.drop_rest)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<T> Drop for ReadChunkIntoIter<'_, T> {
     fn drop(&mut self) {

@@ -361,7 +361,7 @@ fn consume(mut rx: Consumer<u64>, n: u64, takes: &[Take]) -> Vec<u64> {
                         // Fewer than asked only once the producer is gone.
                         assert!(k >= want || rx.is_abandoned(), "Ready({k}) < {want}");
                         seen_fill = seen_fill.max(k);
-                        got.extend(rx.read_chunk(k).expect("items seen by wait").into_iter());
+                        got.extend(rx.read_chunk(k).expect("items seen by wait"));
                     }
                     WaitOutcome::Closed => break,
                     other => panic!("wait_for_items: {other:?}"),
@@ -1297,4 +1297,49 @@ fn fold_walks_both_runs_and_releases_what_it_took_on_a_panic() {
     assert!(result.is_err());
     assert_eq!(rx.pop().unwrap(), "s7");
     assert_eq!(rx.pop(), Err(PopError::Empty));
+}
+
+// ---------------------------------------------------------------------------
+// Ergonomics next to rtrb's: `for` over a chunk, `Debug`, `&self` queries
+
+#[test]
+fn a_read_chunk_iterates_with_for_and_is_fused() {
+    let (mut tx, mut rx) = channel::<u64>(8);
+    for x in 0..5 {
+        tx.push(x).unwrap();
+    }
+    let chunk = rx.read_chunk(3).unwrap();
+    assert_eq!(format!("{chunk:?}"), "ReadChunk { len: 3, .. }");
+    let mut got = Vec::new();
+    for x in chunk {
+        got.push(x);
+    }
+    assert_eq!(got, [0, 1, 2]);
+    // Taken items are released, the rest stay for the next read.
+    assert_eq!(rx.slots(), 2);
+    let mut iter = rx.read_chunk(2).unwrap().into_iter();
+    assert!(format!("{iter:?}").starts_with("ReadChunkIntoIter { len: 2, taken: 0"));
+    assert_eq!(
+        (iter.next(), iter.next(), iter.next(), iter.next()),
+        (Some(3), Some(4), None, None)
+    );
+}
+
+#[test]
+fn slots_and_peek_take_shared_references() {
+    let (mut tx, mut rx) = channel::<String>(4);
+    tx.push("a".into()).unwrap();
+    let (tx_ref, rx_ref) = (&tx, &rx);
+    assert_eq!(tx_ref.slots(), 3);
+    assert_eq!(rx_ref.slots(), 1);
+    // Two shared borrows at once: peek does not need `&mut`.
+    let (first, again) = (rx_ref.peek(), rx_ref.peek());
+    assert_eq!(
+        (first.map(String::as_str), again.map(String::as_str)),
+        (Some("a"), Some("a"))
+    );
+    assert_eq!(rx.pop().unwrap(), "a");
+    assert_eq!(rx.peek(), None);
+    // The producer's view through `&self` refreshes after the release.
+    assert_eq!(tx.slots(), 4);
 }

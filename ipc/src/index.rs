@@ -25,6 +25,7 @@
 
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
+use std::cell::Cell;
 
 /// Bit in [`RingIndex`]'s close word: the producer is gone.
 const PRODUCER_CLOSED: u32 = 1;
@@ -140,7 +141,9 @@ pub struct ProducerCursor {
     write: u64,
     /// Last `read` we loaded. Never ahead of the real `read`, so
     /// `capacity - (write - cached_read)` under-estimates the free space.
-    cached_read: u64,
+    /// A `Cell`, so that observers such as `Producer::slots` can refresh
+    /// it through `&self` (the cursor is used by one thread at a time).
+    cached_read: Cell<u64>,
     /// Units in the ring.
     capacity: u64,
 }
@@ -162,7 +165,7 @@ impl ProducerCursor {
         debug_assert!(write - cached_read <= capacity);
         Self {
             write,
-            cached_read,
+            cached_read: Cell::new(cached_read),
             capacity,
         }
     }
@@ -185,17 +188,18 @@ impl ProducerCursor {
     /// Loads the consumer's position only when the cached copy shows fewer
     /// than `want` free units.
     #[inline]
-    pub fn free(&mut self, index: &RingIndex, want: u64) -> u64 {
-        let free = self.capacity - (self.write - self.cached_read);
+    pub fn free(&self, index: &RingIndex, want: u64) -> u64 {
+        let free = self.capacity - (self.write - self.cached_read.get());
         if free >= want {
             return free;
         }
         // SYNC POINT: slot-release. Pairs with the Release in
         // `ConsumerCursor::release`: the consumer has finished reading the
         // units before `read`, so we may overwrite them.
-        self.cached_read = index.read.load(Ordering::Acquire);
-        debug_assert!(self.write - self.cached_read <= self.capacity);
-        self.capacity - (self.write - self.cached_read)
+        let read = index.read.load(Ordering::Acquire);
+        self.cached_read.set(read);
+        debug_assert!(self.write - read <= self.capacity);
+        self.capacity - (self.write - read)
     }
 
     /// Whether the consumer has released everything published so far: it
@@ -218,7 +222,7 @@ impl ProducerCursor {
     /// and checked with [`free`](Self::free) that they were free.
     #[inline]
     pub fn publish(&mut self, index: &RingIndex, n: u64) {
-        debug_assert!(self.write + n - self.cached_read <= self.capacity);
+        debug_assert!(self.write + n - self.cached_read.get() <= self.capacity);
         self.write += n;
         #[cfg(not(feature = "loom-broken-publish"))]
         // SYNC POINT: slot-publish. Pairs with the Acquire in
@@ -238,7 +242,8 @@ pub struct ConsumerCursor {
     /// Our position: equal to `RingIndex::read` after every `release`.
     read: u64,
     /// Last `write` we loaded. Never ahead of the real `write`.
-    cached_write: u64,
+    /// A `Cell`, as `ProducerCursor::cached_read`.
+    cached_write: Cell<u64>,
 }
 
 impl ConsumerCursor {
@@ -252,7 +257,10 @@ impl ConsumerCursor {
         // SYNC POINT: slot-publish. Pairs with the Release in
         // `ProducerCursor::publish`.
         let cached_write = index.write.load(Ordering::Acquire);
-        Self { read, cached_write }
+        Self {
+            read,
+            cached_write: Cell::new(cached_write),
+        }
     }
 
     /// Position of the next unit to read.
@@ -264,15 +272,16 @@ impl ConsumerCursor {
     /// Readable units, reloading the producer's position only when the cached
     /// copy shows fewer than `want`.
     #[inline]
-    pub fn available(&mut self, index: &RingIndex, want: u64) -> u64 {
-        let available = self.cached_write - self.read;
+    pub fn available(&self, index: &RingIndex, want: u64) -> u64 {
+        let available = self.cached_write.get() - self.read;
         if available >= want {
             return available;
         }
         // SYNC POINT: slot-publish. Pairs with the Release in
         // `ProducerCursor::publish`: units before `write` are initialised.
-        self.cached_write = index.write.load(Ordering::Acquire);
-        self.cached_write - self.read
+        let write = index.write.load(Ordering::Acquire);
+        self.cached_write.set(write);
+        write - self.read
     }
 
     /// Hands `n` read units back to the producer with one store.
@@ -282,7 +291,7 @@ impl ConsumerCursor {
     /// [`available`](Self::available).
     #[inline]
     pub fn release(&mut self, index: &RingIndex, n: u64) {
-        debug_assert!(self.read + n <= self.cached_write);
+        debug_assert!(self.read + n <= self.cached_write.get());
         self.read += n;
         // SYNC POINT: slot-release. Pairs with the Acquire in
         // `ProducerCursor::free`: our reads of the units happen before the
