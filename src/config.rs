@@ -2,6 +2,33 @@
 
 use crate::error::Error;
 
+/// Default slots per in-process ring.
+pub const DEFAULT_RING_CAPACITY: usize = 4096;
+/// Default number of items a stage takes from its input at once.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Default bytes per shared-memory record ring (distributed mode). Pages
+/// are only touched as records pass, so a large ring costs address space,
+/// not memory.
+pub const DEFAULT_SHM_RING_BYTES: usize = 1 << 20;
+/// Default stall timeout of a worker process (see `stall_timeout`).
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default bytes a `stateful` stage's archived state may take when it moves
+/// back from a worker process.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 1 << 20;
+
+/// Largest accepted [`ring_capacity`](crate::Pipeline::ring_capacity): 16 Mi
+/// slots. Each in-process ring allocates its slots up front, so a capacity
+/// far beyond any useful buffering (2^40 slots of even 8 bytes is 8 TiB)
+/// would abort the process on the failed allocation instead of failing the
+/// run.
+pub const MAX_RING_CAPACITY: usize = 1 << 24;
+/// Largest accepted [`batch_size`](crate::Pipeline::batch_size): 64 Ki items. A
+/// stage gathers up to a batch before it hands anything on, and in
+/// distributed mode a batch crosses in shared-memory records, so an
+/// unbounded batch over an endless source would grow without limit.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+pub use crate::control::MAX_STATE_BYTES;
+
 /// The physical mode a pipeline starts in (and, for `Hybrid`, may leave).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum ExecutionMode {

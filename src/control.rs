@@ -17,7 +17,7 @@
 //! The two CASes on one word decide, once, whether a stage paused; there is
 //! no window in which a stage pauses after the coordinator gave up on it.
 //! The stage itself (operator, state, ring ends) travels through the
-//! executor's event channel, which orders everything the stage did before
+//! coordinator's event channel, which orders everything the stage did before
 //! pausing before everything the coordinator does with it.
 
 use crossbeam_utils::CachePadded;
@@ -280,6 +280,11 @@ impl ControlTable {
         })
     }
 
+    /// Number of stages.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Whether the table is in shared memory (worker processes can use it).
     pub(crate) fn is_shared(&self) -> bool {
         self.areas.is_some()
@@ -289,7 +294,7 @@ impl ControlTable {
     ///
     /// # Panics
     ///
-    /// If `index` is out of range (an executor bug).
+    /// If `index` is out of range (a coordinator bug).
     #[inline]
     pub(crate) fn slot(&self, index: usize) -> &StageSlot {
         assert!(index < self.len, "stage {index} of {}", self.len);
@@ -381,6 +386,30 @@ impl std::fmt::Display for ControlTableError {
 #[cfg(all(test, not(ringweave_loom)))]
 mod tests {
     use super::*;
+
+    /// The transitions of the pause handshake, one thread at a time (loom
+    /// checks the races: `loom-tests/tests/barrier.rs`).
+    #[test]
+    fn a_pause_request_is_decided_once() {
+        let c = StageControl::default();
+        assert!(!c.try_pause(), "no request, nothing to accept");
+        assert!(!c.cancel_pause(), "no request, nothing to withdraw");
+        c.request_pause();
+        assert!(c.interrupted() && !c.is_aborted());
+        assert!(c.try_pause(), "the stage accepts");
+        assert!(!c.cancel_pause(), "too late: the hand-over is coming");
+        assert!(!c.try_pause(), "accepted once only");
+        c.reset();
+        assert!(!c.interrupted());
+        c.request_pause();
+        assert!(c.cancel_pause(), "withdrawn before the stage saw it");
+        assert!(!c.try_pause(), "a withdrawn request is never accepted");
+        c.request_abort();
+        assert!(c.is_aborted() && c.interrupted());
+        assert!(!c.try_pause() && !c.cancel_pause(), "an abort overrides");
+        c.record(7, 5);
+        assert_eq!(c.counts(), (7, 5));
+    }
 
     /// Sizes that overflow `usize` are refused; before the checks, four
     /// stages of `1 << 62` bytes wrapped to a segment of a few pages that

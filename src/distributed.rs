@@ -1,74 +1,78 @@
-//! Distributed execution and the two switch transactions.
+//! The distributed half of a run: the shared data segment, one record ring
+//! per edge, and one forked worker process per transform stage.
 //!
-//! In distributed mode every transform stage runs in a forked worker process;
-//! every edge is a record ring in one shared segment; the source and the sink
-//! stay on threads of this process. A worker is a copy of this process made
-//! at the barrier, when the coordinator holds every stage: it inherits its
-//! stage (operator and state) and runs the same stage loop over the record
-//! rings.
+//! A worker is a copy of this process made at the barrier, while the
+//! coordinator holds every stage: it inherits its stage (operator and
+//! state) and runs the same stage loop over the record rings (see
+//! `child.rs`). Nodes placed [`Local`](crate::topology::Placement::Local) — the
+//! source and the sink — stay on threads of this process and use the
+//! record rings from here.
 //!
-//! **In → distributed**: pause every stage (source first); create the
-//! segment; archive each in-process ring's items, in order, into its record
-//! ring *without consuming them*; fork the workers and wait until each says
-//! it is attached. Any failure so far kills what was forked, drops the
-//! segment and resumes the threads: nothing changed. Commit: drop the items
-//! of the in-process rings, attach the record rings to the source and sink,
-//! resume those two threads.
-//!
-//! **Distributed → in**: pause the source thread, then each worker (through
-//! its control word: it saves its state into its state area and waits), then
-//! the sink; read every record ring's unread records and every saved state,
-//! validated, *without consuming them*. Any failure: tell the workers to
-//! resume, restart the two threads. Commit: tell the workers to leave, reap
-//! them, append the residual items to the in-process rings (behind what they
-//! hold), install the states, restart every thread.
+//! This module builds that half ([`Distributed::enter`]), takes it apart
+//! again ([`Distributed::read_back`], [`Distributed::leave`]) and watches
+//! its workers; it never decides anything. The coordinator holds the stages
+//! and runs the two switch transactions over these steps (see
+//! `coordinator/switch.rs`), so every failure here is returned, not acted on.
 
-use crate::config::Mode;
+use crate::child::{owns_nothing, WorkerPlan, EXIT_ABORTED, EXIT_FAILED};
 use crate::control::{
-    ControlTable, StageSlot, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, RUNNING,
-    STARTING,
+    ControlTable, StageSlot, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, STARTING,
 };
-use crate::coordinator::{Coordinator, Shared, Slot};
-use crate::error::{panic_message, Error};
-use crate::event::SwitchOutcome;
-use crate::executor::install_stamp_rings;
+use crate::edge::{install_stamp_rings, CopyOutError, EdgeSpec, Moved};
+use crate::erased::{Erased, Residue, State};
+use crate::error::Error;
 use crate::latency::{Stamp, StampRx, StampTx};
-use crate::pipeline::{EdgeSpec, Fault};
-use crate::port::StageExit;
-use crate::stage::{Ctx, ErasedStage};
+use crate::plan::{Fault, Options};
+use crate::shared::Shared;
+use crate::stage::ErasedStage;
+use crate::topology::{NodeId, Placement};
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::RecordRing;
 use ringweave_ipc::segment::{Segment, SegmentLayout};
 use ringweave_ipc::sync::atomic::Ordering;
 use ringweave_ipc::worker::{Worker, WorkerExit};
-use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Exit code of a worker whose stage failed (the message is in its error
-/// area).
-const EXIT_FAILED: i32 = 2;
-/// Exit code of a worker that stopped because the run was torn down.
-const EXIT_ABORTED: i32 = 3;
 /// Bytes of each shared stamp ring: 512 stamps (32-byte frames).
 const STAMP_RING_BYTES: usize = 16 << 10;
 
-/// Exit code of a worker told to die at start by an injected fault.
-const INJECTED_EXIT: i32 = 99;
+/// A stage held by the coordinator during a switch.
+pub(crate) type Parked<'a> = &'a mut (dyn ErasedStage + 'static);
 
-/// The distributed half of a run: the data segment, its rings and the
-/// workers.
+/// What the distributed half reads of the coordinator for one step.
+#[derive(Clone, Copy)]
+pub(crate) struct Run<'a> {
+    pub shared: &'a Shared,
+    pub options: &'a Options,
+    /// Indexed by edge.
+    pub edges: &'a [Box<dyn EdgeSpec>],
+}
+
+impl Run<'_> {
+    /// The name of node `n`.
+    fn name(&self, n: NodeId) -> &str {
+        &self.shared.names[n.0]
+    }
+
+    fn controls(&self) -> &ControlTable {
+        &self.shared.controls
+    }
+}
+
+/// The data segment, its rings and the workers.
 pub(crate) struct Distributed {
     /// One record ring per edge, in `data`. Declared before `workers` so
     /// nothing here is unmapped while a worker is alive in this struct.
     rings: Vec<RecordRing>,
     /// One stamp ring per edge (sampled latency, see `latency.rs`).
     _stamp_rings: Vec<RecordRing>,
-    /// Indexed by stage; `Some` for transforms.
+    /// Indexed by node; `Some` for nodes placed in workers.
     workers: Vec<Option<Worker>>,
-    /// Indexed by stage: the watchdog's last view of each worker.
+    /// Indexed by node: the watchdog's last view of each worker.
     progress: Vec<Progress>,
+    /// When a worker was first seen stopping because a neighbour failed.
+    reaction_seen: Option<Instant>,
     _data: Arc<Segment>,
 }
 
@@ -96,17 +100,17 @@ impl Drop for Distributed {
 }
 
 /// The data segment with its rings and the residual items archived in
-/// them. The only ring end made in this process is the source's producer
-/// (it wrote edge 0's residue and keeps writing); the other producers that
-/// wrote residues were detached, and every worker attaches its own ends
-/// after the fork, so the parent hands a worker nothing that it owns.
+/// them. The only ring ends made in this process are the local nodes'
+/// producers (they wrote their edge's residue and keep writing); the other
+/// producers that wrote residues were detached, and every worker attaches
+/// its own ends after the fork, so the parent hands a worker nothing that
+/// it owns.
 struct LaidOut {
     data: Arc<Segment>,
     rings: Vec<RecordRing>,
     stamp_rings: Vec<RecordRing>,
-    source_output: Box<dyn Any + Send>,
-    items: u64,
-    bytes: u64,
+    local_outputs: Vec<(NodeId, Erased<crate::erased::End>)>,
+    moved: Moved,
 }
 
 /// Why `lay_out` failed: the residual items did not fit (a larger ring may
@@ -116,187 +120,43 @@ enum LayOutError {
     Other(String),
 }
 
-/// What a switch transaction returns to `Coordinator::switch`.
-pub(crate) type Transaction = (SwitchOutcome, u64, u64, Duration);
+/// Everything a switch back reads from the distributed half, validated,
+/// before it commits.
+pub(crate) struct ReadBack {
+    /// Indexed by edge: the unread items of its record ring.
+    residue: Vec<Erased<Residue>>,
+    /// Indexed by node: the state each worker saved, if any.
+    states: Vec<Option<Erased<State>>>,
+    pub moved: Moved,
+}
 
-impl Coordinator {
-    /// Runs the switch to `to` (which differs from the current mode).
-    pub(crate) fn switch_transaction(&mut self, to: Mode) -> Transaction {
-        match to {
-            Mode::Distributed => self.switch_out(),
-            Mode::InProcess => self.switch_back(),
-        }
-    }
+/// How a worker answered a pause request.
+pub(crate) enum WorkerPause {
+    /// It saved its state and waits for a decision (or it had finished its
+    /// stream, which the caller sees as draining).
+    Paused,
+    /// It did not accept before the deadline; it runs on as if never asked.
+    Declined,
+    /// A worker failed; the run must fail with this error.
+    Failed(Error),
+}
 
-    /// Starts a run in distributed mode: every stage is parked, nothing has
-    /// run yet.
-    pub(crate) fn start_distributed(&mut self) {
-        match self.enter_distributed() {
-            Ok(_) => self.resume_threads(),
-            Err(reason) => self.fail(Error::Distributed { reason }),
-        }
-    }
-
-    /// The name of a stage that has ended, if any: a pipeline that is
-    /// draining does not switch.
-    fn draining(&mut self) -> Option<String> {
-        if let Some(i) = self.slots.iter().position(|s| matches!(s, Slot::Done)) {
-            return Some(self.shared.names[i].clone());
-        }
-        let dist = self.distributed.as_mut()?;
-        for (i, worker) in dist.workers.iter_mut().enumerate() {
-            if let Some(worker) = worker {
-                if !matches!(worker.try_status(), Ok(None)) {
-                    return Some(self.shared.names[i].clone());
-                }
-            }
-        }
-        None
-    }
-
-    fn switch_out(&mut self) -> Transaction {
-        let t0 = Instant::now();
-        if let Some(stage) = self.draining() {
-            return rolled_back(format!(
-                "stage `{stage}` has finished: the pipeline is draining"
-            ));
-        }
-        let deadline = t0 + self.switch_timeout();
-        for index in 0..self.len() {
-            if !self.pause_thread(index, deadline) {
-                self.resume_threads();
-                return (self.timed_out(index), 0, 0, t0.elapsed());
-            }
-        }
-        if let Some(stage) = self.draining() {
-            self.resume_threads();
-            return rolled_back_after(t0, format!("stage `{stage}` finished during the switch"));
-        }
-        if self.failure.is_some() {
-            return rolled_back_after(t0, "the run failed during the switch".into());
-        }
-        match self.enter_distributed() {
-            Ok((items, bytes)) => {
-                self.resume_threads();
-                (SwitchOutcome::Completed, items, bytes, t0.elapsed())
-            }
-            Err(cause) => {
-                self.resume_threads();
-                (SwitchOutcome::RolledBack(cause), 0, 0, t0.elapsed())
-            }
-        }
-    }
-
-    /// With every stage parked: builds the distributed half and commits to
-    /// it (except for restarting the threads). On error nothing has changed:
-    /// every worker forked is killed and reaped.
-    fn enter_distributed(&mut self) -> Result<(u64, u64), String> {
-        let result = self.build_distributed();
+impl Distributed {
+    /// With every stage parked (`stages`, indexed by node): builds the
+    /// distributed half and commits to it — the in-process rings are
+    /// emptied, the local nodes attached to their record rings. The caller
+    /// restarts the local threads. On error nothing has changed: every
+    /// worker forked is killed and reaped.
+    pub(crate) fn enter(run: Run<'_>, stages: &mut [Parked<'_>]) -> Result<(Self, Moved), String> {
+        let result = Self::build(run, stages);
         if result.is_err() {
-            self.clear_pids();
+            clear_pids(run.controls());
         }
         result
     }
 
-    /// Forgets the worker pids the handle reports.
-    fn clear_pids(&self) {
-        for index in 0..self.len() {
-            self.shared
-                .controls
-                .slot(index)
-                .pid
-                .store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Creates the data segment with record rings of `ring_bytes` and
-    /// archives every edge's residual items into them, consuming nothing.
-    fn lay_out(&mut self, ring_bytes: usize) -> Result<LaidOut, LayOutError> {
-        let n = self.len();
-        let layout =
-            RecordRing::layout(ring_bytes).map_err(|e| LayOutError::Other(e.to_string()))?;
-        let mut segment_layout = SegmentLayout::new();
-        let offsets = (0..n - 1)
-            .map(|_| segment_layout.reserve(layout))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LayOutError::Other(e.to_string()))?;
-        let stamp_layout =
-            RecordRing::layout(STAMP_RING_BYTES).map_err(|e| LayOutError::Other(e.to_string()))?;
-        let stamp_offsets = (0..n - 1)
-            .map(|_| segment_layout.reserve(stamp_layout))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LayOutError::Other(e.to_string()))?;
-        if self.options.faults.contains(&Fault::SegmentCreate) {
-            return Err(LayOutError::Other("data segment: injected failure".into()));
-        }
-        let data = Segment::create("ringweave-data", segment_layout.size())
-            .map(Arc::new)
-            .map_err(|e| {
-                LayOutError::Other(format!(
-                    "data segment of {} bytes: {e}",
-                    segment_layout.size()
-                ))
-            })?;
-        let rings = offsets
-            .iter()
-            .map(|&offset| RecordRing::new(&data, offset, ring_bytes))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LayOutError::Other(e.to_string()))?;
-        let stamp_rings = stamp_offsets
-            .iter()
-            .map(|&offset| RecordRing::new(&data, offset, STAMP_RING_BYTES))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LayOutError::Other(e.to_string()))?;
-        // Archive the residual items, edge by edge, without consuming them.
-        let (mut items, mut bytes) = (0, 0);
-        let mut source_output = None;
-        for (e, ring) in rings.iter().enumerate() {
-            // SAFETY: the ring is fresh and this is its only producer until
-            // it is detached below (before any fork) or handed to the source
-            // at the commit; `rings` keeps the segment mapped.
-            let mut producer = unsafe { self.edges[e].record_producer(ring) };
-            let input = parked(&mut self.slots[e + 1])
-                .ring_input()
-                .ok_or_else(|| LayOutError::Other("stage without input".into()))?;
-            let (i, b) =
-                self.edges[e]
-                    .copy_out(input, &mut *producer)
-                    .map_err(|(full, cause)| {
-                        let cause = format!(
-                            "edge `{}` → `{}`: {cause}",
-                            self.shared.names[e],
-                            self.shared.names[e + 1]
-                        );
-                        if full {
-                            LayOutError::Full(cause)
-                        } else {
-                            LayOutError::Other(cause)
-                        }
-                    })?;
-            items += i;
-            bytes += b;
-            if e == 0 {
-                source_output = Some(producer);
-            } else {
-                // The worker of stage `e` attaches its own producer.
-                self.edges[e].detach_producer(producer);
-            }
-        }
-        let source_output =
-            source_output.ok_or_else(|| LayOutError::Other("pipeline without edges".into()))?;
-
-        Ok(LaidOut {
-            data,
-            rings,
-            stamp_rings,
-            source_output,
-            items,
-            bytes,
-        })
-    }
-
-    fn build_distributed(&mut self) -> Result<(u64, u64), String> {
-        if !self.shared.controls.is_shared() {
+    fn build(run: Run<'_>, stages: &mut [Parked<'_>]) -> Result<(Self, Moved), String> {
+        if !run.controls().is_shared() {
             return Err(
                 "the control table is not in shared memory (see the warning at start)".into(),
             );
@@ -312,14 +172,14 @@ impl Coordinator {
                     .into(),
             );
         }
-        let n = self.len();
+        let topology = &run.shared.topology;
         // The residual items must fit their record rings; a ring too small
         // for them is doubled (its pages cost nothing until touched) up to
         // 64 times the configured size.
-        let mut ring_bytes = self.options.shm_ring_bytes;
+        let mut ring_bytes = run.options.shm_ring_bytes;
         let limit = ring_bytes.saturating_mul(64).min(RecordRing::MAX_CAPACITY);
         let laid = loop {
-            match self.lay_out(ring_bytes) {
+            match lay_out(run, stages, ring_bytes) {
                 Ok(laid) => break laid,
                 Err(LayOutError::Full(_)) if ring_bytes < limit => ring_bytes *= 2,
                 Err(LayOutError::Full(cause) | LayOutError::Other(cause)) => return Err(cause),
@@ -329,44 +189,44 @@ impl Coordinator {
             data,
             rings,
             stamp_rings,
-            source_output,
-            items,
-            bytes,
+            local_outputs,
+            moved,
         } = laid;
 
-        // Fork one worker per transform. The child gets addresses only: it
-        // attaches its own ring ends after the fork, so the closure owns
-        // nothing (`Worker::spawn` forgets it in the parent, where anything
-        // it owned would leak on every switch).
-        let mut workers: Vec<Option<Worker>> = (0..n).map(|_| None).collect();
-        for index in 1..n - 1 {
-            let name = &self.shared.names[index];
-            if self.options.faults.contains(&Fault::Fork(name.clone())) {
+        // Fork one worker per node placed in a worker. The child gets
+        // addresses only: it attaches its own ring ends after the fork, so
+        // the closure owns nothing (`Worker::spawn` forgets it in the
+        // parent, where anything it owned would leak on every switch).
+        let mut workers: Vec<Option<Worker>> = (0..topology.nodes()).map(|_| None).collect();
+        for node in topology.workers() {
+            let name = run.name(node);
+            if run.options.faults.contains(&Fault::Fork(name.to_owned())) {
                 return Err(format!(
                     "fork of the worker of stage `{name}`: injected failure"
                 ));
             }
+            let (Some(input), Some(output)) = (topology.input_of(node), topology.output_of(node))
+            else {
+                return Err(format!("stage `{name}` placed in a worker lacks an edge"));
+            };
             let plan = WorkerPlan {
-                stage: &mut **parked(&mut self.slots[index]),
-                shared: &*self.shared,
-                index,
-                batch: self.options.batch_size,
-                edge_items: self.options.ring_capacity,
-                input: (&*self.edges[index - 1], &rings[index - 1]),
-                output: (&*self.edges[index], &rings[index]),
-                stamps: (&stamp_rings[index - 1], &stamp_rings[index]),
-                dies: self
+                stage: &mut *stages[node.0],
+                shared: run.shared,
+                index: node.0,
+                batch: run.options.batch_size,
+                edge_items: run.options.ring_capacity,
+                input: (&*run.edges[input.0], &rings[input.0]),
+                output: (&*run.edges[output.0], &rings[output.0]),
+                stamps: (&stamp_rings[input.0], &stamp_rings[output.0]),
+                dies: run
                     .options
                     .faults
-                    .contains(&Fault::WorkerDiesAtStart(name.clone())),
+                    .contains(&Fault::WorkerDiesAtStart(name.to_owned())),
             };
+            let slot = run.controls().slot(node.0);
             // Written by the worker when it is attached.
-            self.shared
-                .controls
-                .slot(index)
-                .status
-                .store(STARTING, Ordering::Relaxed);
-            self.shared.controls.get(index).reset();
+            slot.status.store(STARTING, Ordering::Relaxed);
+            slot.control.reset();
             let child = move || plan.run();
             owns_nothing(&child);
             // SAFETY: the closure runs only in the child, which uses its own
@@ -374,17 +234,13 @@ impl Coordinator {
             // thread of ours is inside it at the fork), ring ends it attaches
             // to rings nobody else uses (see `WorkerPlan::run`), the control
             // table in shared memory, and the allocator. It takes no lock and
-            // does not log (see `worker_main`).
-            let spawned = unsafe { Worker::spawn(&self.shared.names[index], child) };
+            // does not log (see `child.rs`).
+            let spawned = unsafe { Worker::spawn(name, child) };
             match spawned {
                 Ok(worker) => {
                     let pid = worker.pid().as_raw() as u32;
-                    self.shared
-                        .controls
-                        .slot(index)
-                        .pid
-                        .store(pid, Ordering::Relaxed);
-                    workers[index] = Some(worker);
+                    slot.pid.store(pid, Ordering::Relaxed);
+                    workers[node.0] = Some(worker);
                 }
                 // `workers` drops here: every worker forked so far is killed
                 // and reaped.
@@ -393,38 +249,46 @@ impl Coordinator {
         }
 
         // Verify that every worker came up.
-        let deadline = Instant::now() + self.switch_timeout();
+        let deadline = Instant::now() + switch_timeout(run.options);
         for (index, worker) in workers.iter_mut().enumerate() {
             let Some(worker) = worker else { continue };
-            await_ready(self.shared.controls.slot(index), worker, deadline).map_err(|cause| {
-                format!("worker of stage `{}` {cause}", self.shared.names[index])
+            await_ready(run.controls().slot(index), worker, deadline).map_err(|cause| {
+                format!("worker of stage `{}` {cause}", run.name(NodeId(index)))
             })?;
         }
 
         // Commit: the items now live in the record rings.
-        for e in 0..n - 1 {
-            if let Some(input) = parked(&mut self.slots[e + 1]).ring_input() {
-                self.edges[e].clear(input);
+        for (e, link) in topology.edges() {
+            if let Some(input) = stages[link.to.0].ring_input() {
+                run.edges[e.0].clear(input);
             }
         }
-        let sink = self.sink();
-        // SAFETY: the workers attached the other ends of these rings; these
-        // are the only source-side producers and sink-side consumers, and
-        // `rings`/`stamp_rings` (kept in `Distributed`) keep them mapped.
-        let (sink_input, source_stamps, sink_stamps) = unsafe {
-            (
-                self.edges[n - 2].record_consumer(&rings[n - 2]),
-                StampTx::Shm(stamp_rings[0].producer::<Stamp>()),
-                StampRx::Shm(stamp_rings[n - 2].consumer::<Stamp>()),
-            )
-        };
-        let source = parked(&mut self.slots[0]);
-        source.attach_shm(None, Some(source_output));
-        source.set_stamps(None, Some(source_stamps));
-        let sink_stage = parked(&mut self.slots[sink]);
-        sink_stage.attach_shm(Some(sink_input), None);
-        sink_stage.set_stamps(Some(sink_stamps), None);
-        self.distributed = Some(Distributed {
+        for (node, output) in local_outputs {
+            stages[node.0].attach_shm(None, Some(output));
+        }
+        for (e, link) in topology.edges() {
+            let ring = &stamp_rings[e.0];
+            if topology.placement(link.from) == Placement::Local {
+                // SAFETY: the only producer of this stamp ring (its writer
+                // runs here); `stamp_rings`, kept in `Distributed`, keeps it
+                // mapped.
+                let tx = unsafe { ring.producer::<Stamp>() };
+                stages[link.from.0].set_stamps(None, Some(StampTx::Shm(tx)));
+            }
+            if topology.placement(link.to) == Placement::Local {
+                // SAFETY: as above, for the only consumers of this edge's
+                // record ring and stamp ring: its reader runs here.
+                let (input, rx) = unsafe {
+                    (
+                        run.edges[e.0].record_consumer(&rings[e.0]),
+                        ring.consumer::<Stamp>(),
+                    )
+                };
+                stages[link.to.0].attach_shm(Some(input), None);
+                stages[link.to.0].set_stamps(Some(StampRx::Shm(rx)), None);
+            }
+        }
+        let dist = Self {
             rings,
             _stamp_rings: stamp_rings,
             workers,
@@ -433,86 +297,48 @@ impl Coordinator {
                     items_in: 0,
                     since: Instant::now(),
                 };
-                n
+                topology.nodes()
             ],
+            reaction_seen: None,
             _data: data,
-        });
-        self.mode = Mode::Distributed;
-        Ok((items, bytes))
+        };
+        Ok((dist, moved))
     }
 
-    fn switch_back(&mut self) -> Transaction {
-        let t0 = Instant::now();
-        if let Some(stage) = self.draining() {
-            return rolled_back(format!(
-                "stage `{stage}` has finished: the pipeline is draining"
-            ));
-        }
-        let deadline = t0 + self.switch_timeout();
-        let sink = self.sink();
-        for index in 0..self.len() {
-            let reached = if index == 0 || index == sink {
-                self.pause_thread(index, deadline)
-            } else {
-                self.pause_worker(index, deadline)
-            };
-            if !reached {
-                if self.failure.is_some() {
-                    return rolled_back_after(t0, "the run failed during the switch".into());
-                }
-                self.resume_distributed();
-                return (self.timed_out(index), 0, 0, t0.elapsed());
-            }
-        }
-        if let Some(stage) = self.draining() {
-            self.resume_distributed();
-            return rolled_back_after(t0, format!("stage `{stage}` finished during the switch"));
-        }
-        if self.failure.is_some() {
-            return rolled_back_after(t0, "the run failed during the switch".into());
-        }
-        match self.read_back() {
-            Ok((residual, states, items, bytes)) => {
-                let leaving = self.leave_distributed(residual, states);
-                let pause = t0.elapsed();
-                self.reap_leaving(leaving);
-                (SwitchOutcome::Completed, items, bytes, pause)
-            }
-            Err(cause) => {
-                self.resume_distributed();
-                (SwitchOutcome::RolledBack(cause), 0, 0, t0.elapsed())
-            }
-        }
-    }
-
-    /// Pauses worker `index`: `true` once it has saved its state and waits
-    /// for a decision; `false` if it did not accept before `deadline` (then it
-    /// runs on) or died (then the run fails).
-    fn pause_worker(&mut self, index: usize, deadline: Instant) -> bool {
-        let shared = Arc::clone(&self.shared);
-        let control = shared.controls.get(index);
+    /// Asks the worker of `node` to pause: it saves its state into its state
+    /// area and waits for a decision (see `child.rs`).
+    pub(crate) fn pause_worker(
+        &mut self,
+        run: Run<'_>,
+        node: NodeId,
+        deadline: Instant,
+    ) -> WorkerPause {
+        let control = run.controls().get(node.0);
         control.request_pause();
-        self.wake_all();
+        // The worker sleeps on its record rings; every thread of this
+        // process that could be asleep on an in-process ring is paused
+        // already (the barrier visits feeders first).
+        self.wake();
         let mut withdrawn = false;
         loop {
             // SYNC POINT: worker-paused. Pairs with the Release store of
             // PAUSED in `worker_main`: the saved state is visible.
             let cmd = control.cmd().load(Ordering::Acquire);
             if cmd == PAUSED {
-                return true;
+                return WorkerPause::Paused;
             }
             // A worker that finished its stream has reached every barrier;
             // the caller sees the pipeline draining and rolls back.
-            if self.worker_finished(index) {
-                return true;
+            if self.finished(run, node) {
+                return WorkerPause::Paused;
             }
-            if self.check_workers() {
-                return false;
+            if let Some(error) = self.check(run) {
+                return WorkerPause::Failed(error);
             }
             let now = Instant::now();
             if now >= deadline && !withdrawn {
                 if control.cancel_pause() {
-                    return false;
+                    return WorkerPause::Declined;
                 }
                 // It accepted already: wait for it to finish pausing.
                 withdrawn = true;
@@ -527,177 +353,152 @@ impl Coordinator {
         }
     }
 
-    /// Undoes the pause of a switch back: workers that paused carry on, the
-    /// source and sink threads restart on their record rings.
-    fn resume_distributed(&mut self) {
-        for index in 1..self.sink() {
-            let control = self.shared.controls.get(index);
-            // A worker that has not accepted yet never will.
+    /// Undoes a pause: workers that paused carry on; a worker that has not
+    /// accepted yet never will.
+    pub(crate) fn resume_workers(&self, run: Run<'_>) {
+        for node in run.shared.topology.workers() {
+            let control = run.controls().get(node.0);
             if !control.cancel_pause() && control.cmd().load(Ordering::Acquire) == PAUSED {
                 control.cmd().store(RESUME, Ordering::Release);
                 let _ = futex::wake(control.cmd(), u32::MAX);
             }
         }
-        self.resume_threads();
     }
 
     /// Reads every record ring and every worker's saved state, validated,
-    /// consuming nothing. `Err` names what failed.
-    #[allow(clippy::type_complexity)]
-    fn read_back(
-        &mut self,
-    ) -> Result<
-        (
-            Vec<Box<dyn Any + Send>>,
-            Vec<Option<Box<dyn Any + Send>>>,
-            u64,
-            u64,
-        ),
-        String,
-    > {
-        let dist = self
-            .distributed
-            .as_ref()
-            .ok_or_else(|| "not distributed".to_string())?;
-        let (mut items, mut bytes) = (0, 0);
-        let mut residual = Vec::with_capacity(dist.rings.len());
-        for (e, ring) in dist.rings.iter().enumerate() {
-            // SAFETY: both ends of every ring are paused: the source and
-            // sink threads handed their stages over (through the event
-            // channel), the workers acknowledged with PAUSED (read with
-            // Acquire). Every producer flushed before pausing.
-            let (vec, n, b) = unsafe { self.edges[e].copy_in(ring) }.map_err(|cause| {
-                format!(
-                    "edge `{}` → `{}`: {cause}",
-                    self.shared.names[e],
-                    self.shared.names[e + 1]
-                )
-            })?;
-            residual.push(vec);
-            items += n;
-            bytes += b;
+    /// consuming nothing. Every stage is paused. `Err` names what failed.
+    pub(crate) fn read_back(
+        &self,
+        run: Run<'_>,
+        stages: &[Parked<'_>],
+    ) -> Result<ReadBack, String> {
+        let topology = &run.shared.topology;
+        let mut moved = Moved::default();
+        let mut residue = Vec::with_capacity(self.rings.len());
+        for (e, link) in topology.edges() {
+            // SAFETY: both ends of every ring are paused: the local threads
+            // handed their stages over (through the event channel), the
+            // workers acknowledged with PAUSED (read with Acquire). Every
+            // producer flushed before pausing.
+            let (items, m) =
+                unsafe { run.edges[e.0].copy_in(&self.rings[e.0]) }.map_err(|cause| {
+                    format!(
+                        "edge `{}` → `{}`: {cause}",
+                        run.name(link.from),
+                        run.name(link.to)
+                    )
+                })?;
+            residue.push(items);
+            moved += m;
         }
-        let mut states = Vec::with_capacity(self.len());
-        for index in 0..self.len() {
-            let slot = self.shared.controls.slot(index);
+        let mut states = Vec::with_capacity(topology.nodes());
+        for (index, stage) in stages.iter().enumerate() {
+            let node = NodeId(index);
+            let slot = run.controls().slot(index);
             // Relaxed: ordered by the Acquire load of PAUSED in `pause_worker`.
             let len = slot.state_len.load(Ordering::Relaxed);
-            if index == 0 || index == self.sink() || len == 0 {
+            if topology.placement(node) == Placement::Local || len == 0 {
                 states.push(None);
                 continue;
             }
-            let name = &self.shared.names[index];
+            let name = run.name(node);
             if len == u64::MAX {
                 return Err(format!(
                     "stage `{name}`: {}",
-                    read_error(&self.shared.controls, index)
+                    read_error(run.controls(), index)
                 ));
             }
-            let (area, capacity) = self
-                .shared
-                .controls
+            let (area, capacity) = run
+                .controls()
                 .state_area(index)
                 .ok_or_else(|| "no state area".to_string())?;
             let len = (len as usize).min(capacity);
             // SAFETY: the worker wrote `len` bytes there before storing
-            // PAUSED, which we read with Acquire; it writes nothing more
-            // until told to resume.
+            // PAUSED, which `pause_worker` read with Acquire; it writes
+            // nothing more until told to resume.
             let bytes = unsafe { std::slice::from_raw_parts(area, len) };
-            let Slot::Parked(stage) = &self.slots[index] else {
-                return Err(format!("stage `{name}` is not parked"));
-            };
             states.push(
                 stage
                     .decode_state(bytes)
                     .map_err(|cause| format!("stage `{name}`: {cause}"))?,
             );
         }
-        Ok((residual, states, items, bytes))
+        Ok(ReadBack {
+            residue,
+            states,
+            moved,
+        })
     }
 
-    /// The commit of a switch back.
+    /// The commit of a switch back: the workers leave, the residual items
+    /// go to the in-process rings (behind what they hold), the states and
+    /// counters to the parked stages, the local nodes back to their
+    /// in-process rings. The caller restarts every thread.
     ///
     /// Returns the workers, told to leave: reaping them (each tears down a
     /// copy of the address space, milliseconds at 100 MB) is not part of the
-    /// pause, so the caller does it after the threads are running again.
-    fn leave_distributed(
-        &mut self,
-        residual: Vec<Box<dyn Any + Send>>,
-        states: Vec<Option<Box<dyn Any + Send>>>,
-    ) -> Vec<(usize, Worker)> {
-        let Some(mut dist) = self.distributed.take() else {
-            return Vec::new();
-        };
+    /// pause, so the caller does it ([`reap_leaving`]) once the threads run.
+    pub(crate) fn leave(
+        mut self,
+        run: Run<'_>,
+        stages: &mut [Parked<'_>],
+        read: ReadBack,
+    ) -> Vec<(NodeId, Worker)> {
+        let topology = &run.shared.topology;
         // All at once: the workers only `_exit` from here, touching nothing.
-        let mut leaving: Vec<(usize, Worker)> = dist
+        let mut leaving: Vec<(NodeId, Worker)> = self
             .workers
             .iter_mut()
             .enumerate()
-            .filter_map(|(index, worker)| worker.take().map(|w| (index, w)))
+            .filter_map(|(index, worker)| worker.take().map(|w| (NodeId(index), w)))
             .collect();
-        for (index, _) in &leaving {
-            let control = self.shared.controls.get(*index);
+        for (node, _) in &leaving {
+            let control = run.controls().get(node.0);
             control.cmd().store(EXIT, Ordering::Release);
             let _ = futex::wake(control.cmd(), u32::MAX);
         }
-        // The threads resumed below reuse these control words: each worker
+        // The threads resumed next reuse these control words: each worker
         // must have read its EXIT first (microseconds; its exit is not).
-        for (index, worker) in &mut leaving {
-            await_leaving(self.shared.controls.slot(*index), worker);
+        for (node, worker) in &mut leaving {
+            await_leaving(run.controls().slot(node.0), worker);
         }
-        let sink = self.sink();
-        parked(&mut self.slots[0]).detach_shm();
-        parked(&mut self.slots[sink]).detach_shm();
-        for (e, items) in residual.into_iter().enumerate() {
-            if let Some(outbox) = parked(&mut self.slots[e]).ring_output() {
-                self.edges[e].append(outbox, items);
+        for (index, stage) in stages.iter_mut().enumerate() {
+            if topology.placement(NodeId(index)) == Placement::Local {
+                stage.detach_shm();
             }
         }
-        for (index, state) in states.into_iter().enumerate() {
-            let (items_in, items_out) = self.shared.controls.get(index).counts();
-            let stage = parked(&mut self.slots[index]);
-            stage.set_tally(items_in, items_out);
+        for ((e, link), items) in topology.edges().zip(read.residue) {
+            if let Some(outbox) = stages[link.from.0].ring_output() {
+                run.edges[e.0].append(outbox, items);
+            }
+        }
+        for (index, state) in read.states.into_iter().enumerate() {
+            let (items_in, items_out) = run.controls().get(index).counts();
+            stages[index].set_tally(items_in, items_out);
             if let Some(state) = state {
-                stage.set_state(state);
+                stages[index].set_state(state);
             }
         }
-        let mut stages: Vec<&mut dyn ErasedStage> =
-            self.slots.iter_mut().map(|s| &mut **parked(s)).collect();
-        install_stamp_rings(&mut stages);
-        drop(dist);
-        self.clear_pids();
-        self.mode = Mode::InProcess;
-        self.resume_threads();
+        install_stamp_rings(stages, topology);
+        drop(self);
+        clear_pids(run.controls());
         leaving
     }
 
-    /// Reaps workers told to leave at a switch back.
-    fn reap_leaving(&self, leaving: Vec<(usize, Worker)>) {
-        for (index, worker) in leaving {
-            match worker.wait() {
-                Ok(WorkerExit::Exited(0)) => {}
-                other => tracing::warn!(stage = %self.shared.names[index], ?other,
-                    "worker did not leave cleanly at a switch back"),
-            }
-        }
-    }
-
     /// Notices workers that ended. A worker that exited 0 finished its
-    /// stage; any other end fails the run. Returns whether one failed.
-    pub(crate) fn check_workers(&mut self) -> bool {
-        let Some(dist) = self.distributed.as_mut() else {
-            return self.failure.is_some();
-        };
+    /// stage; any other end is the run's failure, returned. Every ended
+    /// worker is reaped either way.
+    pub(crate) fn check(&mut self, run: Run<'_>) -> Option<Error> {
         // A worker stops by itself (EXIT_ABORTED) only because a neighbour
         // failed: report the neighbour, not the one that reacted to it.
         let mut culprit = None;
         let mut reacted = None;
-        for (index, worker) in dist.workers.iter_mut().enumerate() {
+        for (index, worker) in self.workers.iter_mut().enumerate() {
             let Some(worker) = worker else { continue };
             let pid = worker.pid().as_raw();
             match worker.try_status() {
                 Ok(None) => {}
-                Ok(Some(exit)) if ended_well(self.shared.controls.slot(index), exit) => {}
+                Ok(Some(exit)) if ended_well(run.controls().slot(index), exit) => {}
                 Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
                     reacted.get_or_insert((index, pid, Some(exit)));
                 }
@@ -706,13 +507,10 @@ impl Coordinator {
                 }
                 Err(e) => {
                     culprit.get_or_insert((index, pid, None));
-                    tracing::warn!(stage = %self.shared.names[index], error = %e, "could not learn how a worker ended");
+                    tracing::warn!(stage = %run.name(NodeId(index)), error = %e,
+                        "could not learn how a worker ended");
                 }
             }
-        }
-        // Reaped above either way; the first failure is already reported.
-        if self.failure.is_some() {
-            return true;
         }
         let (index, pid, ended) = match (culprit, reacted) {
             (Some(culprit), _) => culprit,
@@ -721,51 +519,52 @@ impl Coordinator {
                 // about to show; give it a moment before settling for this.
                 let seen = *self.reaction_seen.get_or_insert_with(Instant::now);
                 if seen.elapsed() < Duration::from_millis(500) {
-                    return false;
+                    return None;
                 }
                 reacted
             }
-            (None, None) => return false,
+            (None, None) => return None,
         };
-        let message = read_error(&self.shared.controls, index);
-        let stage = self.shared.names[index].clone();
-        let error = if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
-            // Only `worker_main` exits with this code after a panic it
-            // caught, leaving the message in the error area.
-            Error::StagePanicked { stage, message }
-        } else {
-            let exit = ended.map_or_else(|| "ended in an unknown way".to_owned(), describe);
-            let exit = if message.is_empty() {
-                exit
+        let message = read_error(run.controls(), index);
+        let stage = run.name(NodeId(index)).to_owned();
+        Some(
+            if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
+                // Only `worker_main` exits with this code after a panic it
+                // caught, leaving the message in the error area.
+                Error::StagePanicked { stage, message }
             } else {
-                format!("{exit}: {message}")
-            };
-            Error::WorkerCrashed { stage, pid, exit }
-        };
-        self.fail(error);
-        true
+                let exit = ended.map_or_else(|| "ended in an unknown way".to_owned(), describe);
+                let exit = if message.is_empty() {
+                    exit
+                } else {
+                    format!("{exit}: {message}")
+                };
+                Error::WorkerCrashed { stage, pid, exit }
+            },
+        )
     }
 
     /// The watchdog: kills a worker whose input holds records and whose
     /// output is empty (so it waits for neither) but whose counters have
-    /// stood still for longer than the stall timeout, and fails the run
-    /// naming it. Returns whether it
-    /// did. Workers waiting for input or for room are not stalled, and a
-    /// switch (which runs outside the event loop that calls this) restarts
-    /// every clock.
-    pub(crate) fn check_stalls(&mut self) -> bool {
-        let timeout = self.options.stall_timeout;
-        let Some(dist) = self.distributed.as_mut() else {
-            return false;
-        };
+    /// stood still for longer than the stall timeout, and returns the error
+    /// naming it. Workers waiting for input or for room are not stalled, and
+    /// a switch (which runs outside the event loop that calls this)
+    /// restarts every clock.
+    pub(crate) fn check_stalls(&mut self, run: Run<'_>) -> Option<Error> {
+        let timeout = run.options.stall_timeout;
+        let topology = &run.shared.topology;
         let now = Instant::now();
-        let mut stalled = None;
-        for (index, worker) in dist.workers.iter().enumerate() {
+        for (index, worker) in self.workers.iter().enumerate() {
             let Some(worker) = worker else { continue };
-            let (items_in, _) = self.shared.controls.get(index).counts();
-            let seen = &mut dist.progress[index];
-            let (read, write) = dist.rings[index - 1].positions();
-            let (out_read, out_write) = dist.rings[index].positions();
+            let node = NodeId(index);
+            let (Some(input), Some(output)) = (topology.input_of(node), topology.output_of(node))
+            else {
+                continue;
+            };
+            let (items_in, _) = run.controls().get(index).counts();
+            let seen = &mut self.progress[index];
+            let (read, write) = self.rings[input.0].positions();
+            let (out_read, out_write) = self.rings[output.0].positions();
             // Stuck, not backpressured: its input holds records and its
             // consumer has taken everything it published (a worker waiting
             // for room always has unread records in its output).
@@ -779,128 +578,200 @@ impl Coordinator {
             }
             let stalled_for = now.duration_since(seen.since);
             if stalled_for > timeout {
-                stalled = Some((
-                    index,
-                    worker.pid().as_raw() as u32,
+                // Reaped later with the others; the failure the caller
+                // records comes first, so this SIGKILL is not reported as
+                // a crash.
+                let _ = worker.kill();
+                return Some(Error::WorkerStalled {
+                    stage: run.name(node).to_owned(),
+                    pid: worker.pid().as_raw() as u32,
                     stalled_for,
                     items_in,
-                    write - read,
-                ));
-                break;
+                    input_bytes: write - read,
+                });
             }
         }
-        let Some((index, pid, stalled_for, items_in, input_bytes)) = stalled else {
-            return false;
-        };
-        if let Some(Some(worker)) = dist.workers.get(index) {
-            // Reaped later with the others; the failure recorded below comes
-            // first, so its SIGKILL is not reported as a crash.
-            let _ = worker.kill();
-        }
-        self.fail(Error::WorkerStalled {
-            stage: self.shared.names[index].clone(),
-            pid,
-            stalled_for,
-            items_in,
-            input_bytes,
-        });
-        true
+        None
     }
 
-    /// Whether the worker of stage `index` has finished its stage (exited 0).
-    fn worker_finished(&mut self, index: usize) -> bool {
-        let Some(dist) = self.distributed.as_mut() else {
-            return false;
-        };
-        match dist.workers.get_mut(index) {
+    /// Whether the worker of `node` has finished its stage (exited 0).
+    pub(crate) fn finished(&mut self, run: Run<'_>, node: NodeId) -> bool {
+        match self.workers.get_mut(node.0) {
             Some(Some(worker)) => match worker.try_status() {
-                Ok(Some(exit)) => ended_well(self.shared.controls.slot(index), exit),
+                Ok(Some(exit)) => ended_well(run.controls().slot(node.0), exit),
                 _ => false,
             },
             _ => false,
         }
     }
 
+    /// A node whose worker has ended, if any: a pipeline that is draining
+    /// does not switch.
+    pub(crate) fn ended(&mut self) -> Option<NodeId> {
+        self.workers
+            .iter_mut()
+            .enumerate()
+            .find_map(|(index, worker)| {
+                let worker = worker.as_mut()?;
+                (!matches!(worker.try_status(), Ok(None))).then_some(NodeId(index))
+            })
+    }
+
     /// Whether a worker process still runs.
-    pub(crate) fn workers_running(&self) -> bool {
-        self.distributed
-            .as_ref()
-            .is_some_and(|d| d.workers.iter().flatten().any(|w| w.exit().is_none()))
+    pub(crate) fn running(&self) -> bool {
+        self.workers.iter().flatten().any(|w| w.exit().is_none())
     }
 
     /// At the end of a run: reaps every worker (they have finished, or are
     /// killed).
-    pub(crate) fn finish_workers(&mut self) {
-        self.check_workers();
-        if let Some(mut dist) = self.distributed.take() {
-            for worker in dist.workers.iter_mut() {
-                if let Some(worker) = worker.take() {
-                    let _ = worker.wait();
-                }
+    pub(crate) fn reap_all(&mut self, controls: &ControlTable) {
+        for worker in self.workers.iter_mut() {
+            if let Some(worker) = worker.take() {
+                let _ = worker.wait();
             }
-            self.distributed = Some(dist);
-            self.clear_pids();
         }
+        clear_pids(controls);
     }
 
     /// Kills every worker (the run is torn down); threads blocked on their
     /// rings notice the abort at their next poll.
-    pub(crate) fn abort_workers(&mut self) {
-        if let Some(dist) = self.distributed.as_mut() {
-            for worker in dist.workers.iter().flatten() {
-                if worker.exit().is_none() {
-                    let _ = worker.kill();
-                }
+    pub(crate) fn kill_all(&mut self, controls: &ControlTable) {
+        for (index, worker) in self.workers.iter().enumerate() {
+            let Some(worker) = worker else { continue };
+            if worker.exit().is_none() {
+                let _ = worker.kill();
             }
-            for (index, worker) in dist.workers.iter_mut().enumerate() {
-                if worker.is_some() {
-                    self.shared
-                        .controls
-                        .get(index)
-                        .cmd()
-                        .store(ABORT, Ordering::Relaxed);
-                }
-            }
+            controls.get(index).cmd().store(ABORT, Ordering::Relaxed);
         }
     }
 
-    /// Fill of each record ring (bytes), when distributed.
-    pub(crate) fn shared_ring_fills(&self) -> Option<Vec<f64>> {
-        let dist = self.distributed.as_ref()?;
-        Some(
-            dist.rings
-                .iter()
-                .map(|ring| {
-                    let (read, write) = ring.positions();
-                    write.saturating_sub(read) as f64 / ring.capacity() as f64
-                })
-                .collect(),
-        )
+    /// Fill of each record ring (bytes), indexed by edge.
+    pub(crate) fn fills(&self) -> Vec<f64> {
+        self.rings
+            .iter()
+            .map(|ring| {
+                let (read, write) = ring.positions();
+                write.saturating_sub(read) as f64 / ring.capacity() as f64
+            })
+            .collect()
     }
 
     /// Wakes every end of every record ring.
-    pub(crate) fn wake_shared_rings(&self) {
-        if let Some(dist) = &self.distributed {
-            for ring in &dist.rings {
-                ring.wake();
-            }
+    pub(crate) fn wake(&self) {
+        for ring in &self.rings {
+            ring.wake();
         }
     }
 }
 
-fn rolled_back(cause: String) -> Transaction {
-    (SwitchOutcome::RolledBack(cause), 0, 0, Duration::ZERO)
+/// Creates the data segment with record rings of `ring_bytes` and archives
+/// every edge's residual items into them, consuming nothing.
+fn lay_out(
+    run: Run<'_>,
+    stages: &mut [Parked<'_>],
+    ring_bytes: usize,
+) -> Result<LaidOut, LayOutError> {
+    let topology = &run.shared.topology;
+    let edges = topology.edge_count();
+    let other = |e: &dyn std::fmt::Display| LayOutError::Other(e.to_string());
+    let layout = RecordRing::layout(ring_bytes).map_err(|e| other(&e))?;
+    let stamp_layout = RecordRing::layout(STAMP_RING_BYTES).map_err(|e| other(&e))?;
+    let mut segment_layout = SegmentLayout::new();
+    let offsets = (0..edges)
+        .map(|_| segment_layout.reserve(layout))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| other(&e))?;
+    let stamp_offsets = (0..edges)
+        .map(|_| segment_layout.reserve(stamp_layout))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| other(&e))?;
+    if run.options.faults.contains(&Fault::SegmentCreate) {
+        return Err(LayOutError::Other("data segment: injected failure".into()));
+    }
+    let data = Segment::create("ringweave-data", segment_layout.size())
+        .map(Arc::new)
+        .map_err(|e| {
+            LayOutError::Other(format!(
+                "data segment of {} bytes: {e}",
+                segment_layout.size()
+            ))
+        })?;
+    let rings = offsets
+        .iter()
+        .map(|&offset| RecordRing::new(&data, offset, ring_bytes))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| other(&e))?;
+    let stamp_rings = stamp_offsets
+        .iter()
+        .map(|&offset| RecordRing::new(&data, offset, STAMP_RING_BYTES))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| other(&e))?;
+    // Archive the residual items, edge by edge, without consuming them.
+    let mut moved = Moved::default();
+    let mut local_outputs = Vec::new();
+    for (e, link) in topology.edges() {
+        let spec = &run.edges[e.0];
+        // SAFETY: the ring is fresh and this is its only producer until it
+        // is detached below (before any fork) or handed to its local writer
+        // at the commit; `rings` keeps the segment mapped.
+        let mut producer = unsafe { spec.record_producer(&rings[e.0]) };
+        let input = stages[link.to.0].ring_input().ok_or_else(|| {
+            LayOutError::Other(format!("stage `{}` has no input", run.name(link.to)))
+        })?;
+        let copied = spec.copy_out(input, &mut producer).map_err(|error| {
+            let cause = format!(
+                "edge `{}` → `{}`: {error}",
+                run.name(link.from),
+                run.name(link.to)
+            );
+            match error {
+                CopyOutError::Full { .. } => LayOutError::Full(cause),
+                CopyOutError::Item { .. } => LayOutError::Other(cause),
+            }
+        })?;
+        moved += copied;
+        if topology.placement(link.from) == Placement::Local {
+            local_outputs.push((link.from, producer));
+        } else {
+            // The worker of `link.from` attaches its own producer.
+            spec.detach_producer(producer);
+        }
+    }
+    Ok(LaidOut {
+        data,
+        rings,
+        stamp_rings,
+        local_outputs,
+        moved,
+    })
 }
 
-fn rolled_back_after(t0: Instant, cause: String) -> Transaction {
-    (SwitchOutcome::RolledBack(cause), 0, 0, t0.elapsed())
+/// Reaps workers told to leave at a switch back.
+pub(crate) fn reap_leaving(names: &[String], leaving: Vec<(NodeId, Worker)>) {
+    for (node, worker) in leaving {
+        match worker.wait() {
+            Ok(WorkerExit::Exited(0)) => {}
+            other => tracing::warn!(stage = %names[node.0], ?other,
+                "worker did not leave cleanly at a switch back"),
+        }
+    }
 }
 
-/// The stage in a slot the coordinator knows to be parked.
-fn parked(slot: &mut Slot) -> &mut Box<dyn ErasedStage> {
-    match slot {
-        Slot::Parked(stage) => stage,
-        _ => unreachable!("the coordinator holds every stage during a switch"),
+/// The switch timeout of a run's options (the hybrid config's, or its
+/// default outside hybrid mode).
+pub(crate) fn switch_timeout(options: &Options) -> Duration {
+    match &options.mode {
+        crate::config::ExecutionMode::Hybrid(config) => {
+            Duration::from_millis(config.switch_timeout_ms)
+        }
+        _ => Duration::from_millis(crate::config::HybridConfig::default().switch_timeout_ms),
+    }
+}
+
+/// Forgets the worker pids the handle reports.
+fn clear_pids(controls: &ControlTable) {
+    for index in 0..controls.len() {
+        controls.slot(index).pid.store(0, Ordering::Relaxed);
     }
 }
 
@@ -968,7 +839,7 @@ fn await_leaving(slot: &StageSlot, worker: &mut Worker) {
 /// The message a worker left in its error area (empty if none).
 fn read_error(table: &ControlTable, index: usize) -> String {
     let slot = table.slot(index);
-    // Acquire: pairs with the Release in `leave_error`.
+    // Acquire: pairs with the Release in `child::leave_error`.
     let len = slot.error_len.load(Ordering::Acquire) as usize;
     let Some((area, capacity)) = table.error_area(index) else {
         return String::new();
@@ -977,200 +848,4 @@ fn read_error(table: &ControlTable, index: usize) -> String {
     // `len` with Release, and writes nothing more (it has exited or waits).
     let bytes = unsafe { std::slice::from_raw_parts(area, len.min(capacity)) };
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Leaves `message` in the worker's error area for the parent to report.
-fn leave_error(table: &ControlTable, index: usize, message: &str) {
-    let Some((area, capacity)) = table.error_area(index) else {
-        return;
-    };
-    let bytes = message.as_bytes();
-    let len = bytes.len().min(capacity);
-    // SAFETY: this worker is the only writer of its error area, and the
-    // parent reads it only after the Release store below (or after reaping).
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len) };
-    table
-        .slot(index)
-        .error_len
-        .store(len as u64, Ordering::Release);
-}
-
-/// Everything a worker needs, as addresses into this process's memory,
-/// which the forked child has a copy of at the same addresses. `Copy`, so
-/// the closure that carries it owns nothing (see [`owns_nothing`]).
-#[derive(Clone, Copy)]
-struct WorkerPlan {
-    /// The parked stage (the child runs its copy).
-    stage: *mut dyn ErasedStage,
-    shared: *const Shared,
-    index: usize,
-    batch: usize,
-    /// Items a shared-memory edge should hold (the in-process capacity).
-    edge_items: usize,
-    /// The input edge's spec and record ring.
-    input: (*const dyn EdgeSpec, *const RecordRing),
-    /// The output edge's spec and record ring.
-    output: (*const dyn EdgeSpec, *const RecordRing),
-    /// The stamp rings of the input and output edges.
-    stamps: (*const RecordRing, *const RecordRing),
-    /// An injected fault: exit before attaching.
-    dies: bool,
-}
-
-/// A compile-time check that a worker's closure is `Copy`, so owns nothing
-/// that forgetting it in the parent could leak.
-fn owns_nothing<F: Copy>(_: &F) {}
-
-impl WorkerPlan {
-    /// The child's side: attaches the ring ends and runs the stage.
-    fn run(self) -> i32 {
-        if self.dies {
-            return INJECTED_EXIT;
-        }
-        silence_panic_hook();
-        // SAFETY: this process is a copy made by `fork` while the parent
-        // held every pointee: the specs, the rings and the segment they map
-        // are at the same addresses and live until `_exit`. The parent made
-        // none of these four ends (it detached the producers it used for
-        // the residues before the fork), so each is the only one in use.
-        let (input, output, stamps) = unsafe {
-            let (spec_in, ring_in) = self.input;
-            let (spec_out, ring_out) = self.output;
-            (
-                (*spec_in).record_consumer(&*ring_in),
-                (*spec_out).record_producer(&*ring_out),
-                (
-                    StampRx::Shm((*self.stamps.0).consumer::<Stamp>()),
-                    StampTx::Shm((*self.stamps.1).producer::<Stamp>()),
-                ),
-            )
-        };
-        worker_main(self, input, output, stamps)
-    }
-}
-
-/// Replaces the panic hook of this (forked) process with one that does
-/// nothing. The hook the program installed — std's default included —
-/// writes to stderr and may capture a backtrace, and both take locks that
-/// another thread of the parent may have held at the fork; in the child
-/// they stay locked forever, and a panicking stage would hang instead of
-/// failing. The panic message reaches the parent through the error area.
-///
-/// The old hook is forgotten, not dropped: its destructor is the parent's
-/// business. (`take_hook`/`set_hook` take std's hook lock, which is only
-/// held while a hook is being replaced or a thread is panicking.)
-fn silence_panic_hook() {
-    std::mem::forget(std::panic::take_hook());
-    std::panic::set_hook(Box::new(|_| {}));
-}
-
-/// The body of a worker process: runs stage `index` over its record rings
-/// and answers the barrier through its control word. Returns the exit code.
-///
-/// Runs in a forked child: it uses only its copy of the stage, the ring
-/// ends, the shared control table and the allocator. No lock, no logging.
-fn worker_main(
-    plan: WorkerPlan,
-    input: Box<dyn Any + Send>,
-    output: Box<dyn Any + Send>,
-    (stamps_in, stamps_out): (StampRx, StampTx),
-) -> i32 {
-    let index = plan.index;
-    // SAFETY: this process is a copy made by `fork`; the stage and the
-    // shared state are at the same addresses, alive until `_exit`, and
-    // nothing else in this process touches them.
-    let (stage, shared) = unsafe { (&mut *plan.stage, &*plan.shared) };
-    let table = &shared.controls;
-    stage.attach_shm(Some(input), Some(output));
-    stage.set_stamps(Some(stamps_in), Some(stamps_out));
-    let ctx = Ctx {
-        control: &table.slot(index).control,
-        batch: plan.batch,
-        edge_items: plan.edge_items,
-        latency: &shared.latency,
-    };
-    let slot = table.slot(index);
-    // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.
-    slot.status.store(READY, Ordering::Release);
-    let _ = futex::wake(&slot.status, u32::MAX);
-    let cmd = slot.control.cmd();
-    loop {
-        let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
-            Ok(exit) => exit,
-            Err(payload) => {
-                leave_error(table, index, &panic_message(&*payload));
-                stage.detach_shm();
-                return Worker::PANIC_EXIT_CODE;
-            }
-        };
-        match exit {
-            StageExit::Finished => {
-                // Closes the output: the next stage sees the end of stream.
-                stage.detach_shm();
-                // SYNC POINT: worker-finished. Pairs with the Acquire in
-                // `Coordinator::ended_well`.
-                slot.status.store(FINISHED, Ordering::Release);
-                return 0;
-            }
-            StageExit::Aborted => {
-                stage.detach_shm();
-                return EXIT_ABORTED;
-            }
-            StageExit::Failed(error) => {
-                leave_error(table, index, &error.to_string());
-                stage.detach_shm();
-                return EXIT_FAILED;
-            }
-            StageExit::Paused => {}
-        }
-        // Paused: save the state, acknowledge, wait for the decision.
-        let saved = match table.state_area(index) {
-            Some((area, capacity)) => {
-                // SAFETY: only this worker writes its state area, and only
-                // now, before it stores PAUSED; the parent reads it after.
-                let area = unsafe { std::slice::from_raw_parts_mut(area, capacity) };
-                stage.save_state(area)
-            }
-            None => Ok(0),
-        };
-        let len = match saved {
-            Ok(len) => len as u64,
-            Err(message) => {
-                leave_error(table, index, &message);
-                u64::MAX
-            }
-        };
-        // Relaxed: published by the Release store of PAUSED below.
-        slot.state_len.store(len, Ordering::Relaxed);
-        // SYNC POINT: worker-paused. Pairs with the Acquire in
-        // `pause_worker`.
-        cmd.store(PAUSED, Ordering::Release);
-        let _ = futex::wake(cmd, u32::MAX);
-        loop {
-            // Acquire: pairs with the coordinator's Release of its decision.
-            match cmd.load(Ordering::Acquire) {
-                PAUSED => {
-                    let _ = futex::wait(cmd, PAUSED, None);
-                }
-                EXIT => {
-                    // SYNC POINT: worker-leaving. Pairs with the Acquire in
-                    // `await_leaving`: nothing here reads `cmd` again.
-                    slot.status.store(LEAVING, Ordering::Release);
-                    let _ = futex::wake(&slot.status, u32::MAX);
-                    return 0;
-                }
-                ABORT => return EXIT_ABORTED,
-                RESUME => {
-                    // A CAS, not a store: a new pause request may already
-                    // have replaced RESUME, and must not be lost.
-                    let _ =
-                        cmd.compare_exchange(RESUME, RUNNING, Ordering::Relaxed, Ordering::Relaxed);
-                    break;
-                }
-                // RUNNING (a withdrawn request) or a new PAUSE_REQUESTED,
-                // which the stage loop answers at once.
-                _ => break,
-            }
-        }
-    }
 }

@@ -1,50 +1,18 @@
-//! Runs a pipeline: one named OS thread per stage and a coordinator thread
-//! that collects their exits, answers the handle's commands and, in hybrid
-//! mode, drives the switches.
+//! The handle of a running pipeline, and `spawn`, which starts the stage
+//! threads and the coordinator thread behind it.
 
-use crate::config::{ExecutionMode, Mode};
-use crate::control::ControlTable;
-use crate::coordinator::{Coordinator, Shared, Slot};
+use crate::config::Mode;
+use crate::coordinator::{Command, Coordinator, Message, Started};
 use crate::error::{panic_message, Error};
 use crate::event::SwitchEvent;
-use crate::latency::{LatencyRecorder, StampRx, StampTx, STAMP_QUEUE};
 use crate::metrics::Metrics;
-use crate::monitor::RateWindow;
-use crate::pipeline::Parts;
+use crate::plan::Plan;
 use crate::report::RunReport;
-use crate::stage::ErasedStage;
+use crate::shared::Shared;
 use ringweave_ipc::sync::atomic::Ordering;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
-
-/// What a stage thread reports when it ends.
-pub(crate) enum Exit {
-    Finished,
-    /// Paused at the barrier; the stage travels back to the coordinator.
-    Paused(Box<dyn ErasedStage>),
-    Aborted,
-    Panicked(String),
-    Failed(Error),
-}
-
-/// Messages to the coordinator.
-pub(crate) enum Message {
-    Exited { index: usize, exit: Exit },
-    Command(Command),
-}
-
-/// Requests from a [`PipelineHandle`].
-pub(crate) enum Command {
-    Switch {
-        to: Mode,
-        reply: Sender<Result<SwitchEvent, Error>>,
-    },
-    /// The handle was dropped: stop everything.
-    Abort,
-}
 
 /// A running pipeline.
 ///
@@ -154,84 +122,13 @@ impl Drop for PipelineHandle {
 }
 
 /// Starts the stage threads and the coordinator.
-pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
-    let Parts {
-        mut nodes,
-        edges,
-        options,
-    } = parts;
-    let mut wakers = Vec::with_capacity(edges.len());
-    for (i, edge) in edges.iter().enumerate() {
-        let (producer, consumer, waker) = edge.ring(options.ring_capacity);
-        nodes[i].set_output(producer);
-        nodes[i + 1].set_input(consumer);
-        wakers.push(waker);
-    }
-    install_stamp_rings(&mut nodes);
-    let input_waker = nodes.first().and_then(|source| source.input_waker());
-    // The control blocks live in shared memory, where worker processes
-    // update them too; any run may be switched (`PipelineHandle::switch_to`).
-    // An in-process run does without if the segment cannot be made.
-    let controls = match ControlTable::shared(nodes.len(), options.max_state_bytes) {
-        Ok(table) => table,
-        Err(e) if matches!(options.mode, ExecutionMode::InProcess) => {
-            tracing::warn!(error = %e, "no shared control segment: this run cannot switch");
-            ControlTable::heap(nodes.len())
-        }
-        Err(e) => {
-            return Err(Error::Distributed {
-                reason: format!("control segment: {e}"),
-            })
-        }
-    };
-    let started = Instant::now();
-    let shared = Arc::new(Shared {
-        names: nodes.iter().map(|n| n.name().to_owned()).collect(),
-        controls,
-        started,
-        latency: LatencyRecorder::new(started),
-        telemetry: Default::default(),
-    });
-    let window = match &options.mode {
-        ExecutionMode::Hybrid(config) => Duration::from_millis(config.window_size_ms),
-        _ => Duration::from_secs(1),
-    };
-    let start_threads = !matches!(options.mode, ExecutionMode::Distributed);
-    let (sender, events) = mpsc::channel();
-    let mut coordinator = Coordinator {
-        shared: Arc::clone(&shared),
-        options,
-        edges,
-        wakers,
-        input_waker,
-        slots: Vec::with_capacity(nodes.len()),
-        mode: Mode::InProcess,
-        failure: None,
-        aborting: false,
-        sender: sender.clone(),
-        events,
-        deferred: Vec::new(),
-        switches: Vec::new(),
-        monitor: RateWindow::new(window),
-        stage_windows: (0..nodes.len()).map(|_| RateWindow::new(window)).collect(),
-        last_rotation: started,
-        impact_pending: None,
-        reaction_seen: None,
-        cooldown_until: Instant::now(),
-        distributed: None,
-    };
-    coordinator
-        .slots
-        .extend(nodes.into_iter().map(Slot::Parked));
-    if start_threads {
-        // `resume_threads` starts every parked stage that runs in this
-        // process: all of them, in-process.
-        coordinator.resume_threads();
-        if let Some(error) = coordinator.failure.take() {
-            coordinator.wait_all();
-            return Err(error);
-        }
-    }
+pub(crate) fn spawn(plan: Plan) -> Result<PipelineHandle, Error> {
+    let Started {
+        mut coordinator,
+        shared,
+        commands,
+    } = Coordinator::prepare(plan)?;
+    coordinator.start_threads()?;
     let coordinator = thread::Builder::new()
         .name("rw-coordinator".into())
         .spawn(move || coordinator.run())
@@ -240,31 +137,8 @@ pub(crate) fn spawn(parts: Parts) -> Result<PipelineHandle, Error> {
             source,
         })?;
     Ok(PipelineHandle {
-        commands: sender,
+        commands,
         coordinator: Some(coordinator),
         shared,
     })
-}
-
-/// Gives every edge a fresh in-process stamp queue (see `latency.rs`).
-pub(crate) fn install_stamp_rings<S: std::ops::DerefMut<Target = dyn ErasedStage + 'static>>(
-    nodes: &mut [S],
-) {
-    for i in 0..nodes.len().saturating_sub(1) {
-        let (tx, rx) = crate::ring::channel(STAMP_QUEUE);
-        nodes[i].set_stamps(None, Some(StampTx::Ring(tx)));
-        nodes[i + 1].set_stamps(Some(StampRx::Ring(rx)), None);
-    }
-}
-
-/// Drops a finished stage (closing its rings) and returns `exit`; a panic in
-/// an item's destructor becomes the exit.
-pub(crate) fn end(stage: Box<dyn ErasedStage>, exit: Exit) -> Exit {
-    match catch_unwind(AssertUnwindSafe(move || drop(stage))) {
-        Ok(()) => exit,
-        Err(payload) => match exit {
-            Exit::Panicked(first) => Exit::Panicked(first),
-            _ => Exit::Panicked(panic_message(&*payload)),
-        },
-    }
 }

@@ -5,6 +5,8 @@
 //! `monitoring_interval_ms`. The rate that drives switching is items per
 //! second leaving the source, over the last `window_size_ms`.
 
+use crate::config::{HybridConfig, Mode};
+use crate::event::SwitchReason;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -72,9 +74,69 @@ impl RateWindow {
     }
 }
 
+/// The hybrid policy: the switch that a windowed `rate` calls for while
+/// the pipeline is in `mode`, if any. Above the upper threshold an
+/// in-process pipeline leaves the process; below the lower one a
+/// distributed pipeline comes back (the two differ by ±10 % with
+/// hysteresis, so a rate sitting at the threshold does not flap).
+pub(crate) fn policy(mode: Mode, rate: f64, config: &HybridConfig) -> Option<(Mode, SwitchReason)> {
+    let (upper, lower) = (config.upper_threshold(), config.lower_threshold());
+    match mode {
+        Mode::InProcess if rate > upper => Some((
+            Mode::Distributed,
+            SwitchReason::ThroughputAbove {
+                rate,
+                threshold: upper,
+            },
+        )),
+        Mode::Distributed if rate < lower => Some((
+            Mode::InProcess,
+            SwitchReason::ThroughputBelow {
+                rate,
+                threshold: lower,
+            },
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_switches_across_the_thresholds_with_hysteresis() {
+        let config = HybridConfig {
+            local_threshold: 1000,
+            enable_hysteresis: true,
+            ..HybridConfig::default()
+        };
+        let to = |mode, rate| policy(mode, rate, &config).map(|(to, _)| to);
+        // Between 900 and 1100 nothing moves, whichever the mode.
+        for rate in [900.0, 1000.0, 1100.0] {
+            assert_eq!(to(Mode::InProcess, rate), None, "{rate}");
+            assert_eq!(to(Mode::Distributed, rate), None, "{rate}");
+        }
+        assert_eq!(to(Mode::InProcess, 1100.1), Some(Mode::Distributed));
+        assert_eq!(to(Mode::Distributed, 899.9), Some(Mode::InProcess));
+        // A fast distributed pipeline and a slow in-process one stay put.
+        assert_eq!(to(Mode::Distributed, 1e9), None);
+        assert_eq!(to(Mode::InProcess, 0.0), None);
+        match policy(Mode::InProcess, 2000.0, &config) {
+            Some((_, SwitchReason::ThroughputAbove { rate, threshold })) => {
+                assert_eq!((rate, threshold), (2000.0, 1100.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let flat = HybridConfig {
+            enable_hysteresis: false,
+            ..config
+        };
+        assert_eq!(
+            policy(Mode::InProcess, 1000.5, &flat).map(|(to, _)| to),
+            Some(Mode::Distributed)
+        );
+    }
 
     #[test]
     fn rate_needs_a_full_window_then_tracks_the_last_one() {

@@ -10,13 +10,13 @@
 //! per stage, while under load the batches fill up and amortise the
 //! synchronisation.
 
+use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
 use crate::port::{await_room, boundary, drain, exit_of, next_batch, Inbox, Outbox, StageExit};
 use crate::ring::{map_chunk, Consumer, RingWaker};
 use crate::shm::ShmOutbox;
-use crate::stage::{downcast, shm_out, Ctx, ErasedStage, RingOutbox, Tally};
-use std::any::Any;
+use crate::stage::{shm_out, Ctx, ErasedStage, RingOutbox, Tally};
 use std::time::Instant;
 
 /// The longest an iterator source holds items back to fill a batch.
@@ -112,27 +112,23 @@ where
         self.stamps.replace(rx, tx);
     }
 
-    fn set_input(&mut self, _input: Box<dyn Any + Send>) {
+    fn set_input(&mut self, _input: Erased<End>) {
         unreachable!("the source has no input")
     }
 
-    fn set_output(&mut self, output: Box<dyn Any + Send>) {
-        self.output = Some(RingOutbox::new(downcast(output)));
+    fn set_output(&mut self, output: Erased<End>) {
+        self.output = Some(RingOutbox::new(output.open()));
     }
 
-    fn ring_input(&mut self) -> Option<&mut dyn Any> {
+    fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
         None
     }
 
-    fn ring_output(&mut self) -> Option<&mut dyn Any> {
-        self.output.as_mut().map(|o| o as &mut dyn Any)
+    fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
+        self.output.as_mut().map(ErasedMut::new)
     }
 
-    fn attach_shm(
-        &mut self,
-        _input: Option<Box<dyn Any + Send>>,
-        output: Option<Box<dyn Any + Send>>,
-    ) {
+    fn attach_shm(&mut self, _input: Option<Erased<End>>, output: Option<Erased<End>>) {
         if let Some(output) = output {
             self.shm_output = Some(shm_out(output, "source"));
         }

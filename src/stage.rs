@@ -9,6 +9,7 @@
 //! stop it at a point where no item is half-processed.
 
 use crate::control::StageControl;
+use crate::erased::{End, Erased, ErasedMut, State};
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
 use crate::port::{
@@ -17,7 +18,6 @@ use crate::port::{
 use crate::ring::{map_chunk, Consumer, Producer, RingWaker, WaitOutcome};
 use crate::shm::{ShmInbox, ShmOutbox};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
-use std::any::Any;
 use std::collections::VecDeque;
 
 /// The per-item logic of a transform stage.
@@ -43,12 +43,12 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
 
     /// Validates and deserializes a state saved by `save_state`, without
     /// installing it (so a failed switch leaves the operator untouched).
-    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
         Ok(None)
     }
 
     /// Installs a state returned by `decode_state`.
-    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
+    fn set_state(&mut self, _state: Erased<State>) {}
 }
 
 /// `map`: exactly one output per input.
@@ -134,7 +134,7 @@ where
         Ok(len)
     }
 
-    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
         let archived = rkyv::access::<
             <S as ringweave_ipc::Record>::ArchivedRecord,
             rkyv::rancor::Error,
@@ -142,13 +142,11 @@ where
         .map_err(|e| format!("state of {} bytes fails validation: {e}", bytes.len()))?;
         let state = rkyv::deserialize::<S, rkyv::rancor::Error>(archived)
             .map_err(|e| format!("state does not deserialize: {e}"))?;
-        Ok(Some(Box::new(state)))
+        Ok(Some(Erased::new(state)))
     }
 
-    fn set_state(&mut self, state: Box<dyn Any + Send>) {
-        if let Ok(state) = state.downcast::<S>() {
-            self.state = *state;
-        }
+    fn set_state(&mut self, state: Erased<State>) {
+        self.state = state.open::<S>();
     }
 }
 
@@ -478,7 +476,7 @@ impl<T, O: Emit<T>> Emit<T> for Counting<'_, O> {
     }
 }
 
-/// A stage as the executor sees it: type-erased, movable between threads,
+/// A stage as the coordinator sees it: type-erased, movable between threads,
 /// and runnable in a worker process.
 ///
 /// Each stage keeps its in-process ring ends for its whole life; while the
@@ -493,22 +491,18 @@ pub(crate) trait ErasedStage: Send {
     /// Replaces the stamp queues (at a switch); `None` keeps that side.
     fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>);
     /// Gives the stage its input end (a boxed `Consumer<In>`).
-    fn set_input(&mut self, input: Box<dyn Any + Send>);
+    fn set_input(&mut self, input: Erased<End>);
     /// Gives the stage its output end (a boxed `Producer<Out>`).
-    fn set_output(&mut self, output: Box<dyn Any + Send>);
+    fn set_output(&mut self, output: Erased<End>);
     /// The in-process input end, as `&mut Consumer<In>`, for a coordinator
     /// holding the paused stage.
-    fn ring_input(&mut self) -> Option<&mut dyn Any>;
+    fn ring_input(&mut self) -> Option<ErasedMut<'_, End>>;
     /// The in-process output, as `&mut RingOutbox<Out>`.
-    fn ring_output(&mut self) -> Option<&mut dyn Any>;
+    fn ring_output(&mut self) -> Option<ErasedMut<'_, End>>;
     /// Attaches shared-memory ends (boxed `RecordConsumer<In>` /
     /// `RecordProducer<Out>`); the loop uses them from now on. `None`
     /// leaves that side as it is.
-    fn attach_shm(
-        &mut self,
-        input: Option<Box<dyn Any + Send>>,
-        output: Option<Box<dyn Any + Send>>,
-    );
+    fn attach_shm(&mut self, input: Option<Erased<End>>, output: Option<Erased<End>>);
     /// Drops the shared-memory ends (closing them); the loop goes back to
     /// the in-process rings.
     fn detach_shm(&mut self);
@@ -532,20 +526,20 @@ pub(crate) trait ErasedStage: Send {
         Ok(0)
     }
     /// See [`Operator::decode_state`].
-    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
         Ok(None)
     }
     /// See [`Operator::set_state`].
-    fn set_state(&mut self, _state: Box<dyn Any + Send>) {}
+    fn set_state(&mut self, _state: Erased<State>) {}
 }
 
 /// Unboxes shared-memory ends for `attach_shm`.
-pub(crate) fn shm_in<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmInbox<T> {
-    ShmInbox::new(downcast::<RecordConsumer<Vec<T>>>(end), stage)
+pub(crate) fn shm_in<T: 'static>(end: Erased<End>, stage: &str) -> ShmInbox<T> {
+    ShmInbox::new(end.open::<RecordConsumer<Vec<T>>>(), stage)
 }
 
-pub(crate) fn shm_out<T: 'static>(end: Box<dyn Any + Send>, stage: &str) -> ShmOutbox<T> {
-    ShmOutbox::new(downcast::<RecordProducer<Vec<T>>>(end), stage)
+pub(crate) fn shm_out<T: 'static>(end: Erased<End>, stage: &str) -> ShmOutbox<T> {
+    ShmOutbox::new(end.open::<RecordProducer<Vec<T>>>(), stage)
 }
 
 /// A transform stage: `map`, `filter`, `flat_map` or `stateful`.
@@ -586,27 +580,23 @@ where
         self.stamps.replace(rx, tx);
     }
 
-    fn set_input(&mut self, input: Box<dyn Any + Send>) {
-        self.input = Some(downcast(input));
+    fn set_input(&mut self, input: Erased<End>) {
+        self.input = Some(input.open());
     }
 
-    fn set_output(&mut self, output: Box<dyn Any + Send>) {
-        self.output = Some(RingOutbox::new(downcast(output)));
+    fn set_output(&mut self, output: Erased<End>) {
+        self.output = Some(RingOutbox::new(output.open()));
     }
 
-    fn ring_input(&mut self) -> Option<&mut dyn Any> {
-        self.input.as_mut().map(|i| i as &mut dyn Any)
+    fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
+        self.input.as_mut().map(ErasedMut::new)
     }
 
-    fn ring_output(&mut self) -> Option<&mut dyn Any> {
-        self.output.as_mut().map(|o| o as &mut dyn Any)
+    fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
+        self.output.as_mut().map(ErasedMut::new)
     }
 
-    fn attach_shm(
-        &mut self,
-        input: Option<Box<dyn Any + Send>>,
-        output: Option<Box<dyn Any + Send>>,
-    ) {
+    fn attach_shm(&mut self, input: Option<Erased<End>>, output: Option<Erased<End>>) {
         if let Some(input) = input {
             self.shm_input = Some(shm_in(input, &self.name));
         }
@@ -628,11 +618,11 @@ where
         self.op.save_state(area)
     }
 
-    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Box<dyn Any + Send>>, String> {
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
         self.op.decode_state(bytes)
     }
 
-    fn set_state(&mut self, state: Box<dyn Any + Send>) {
+    fn set_state(&mut self, state: Erased<State>) {
         self.op.set_state(state);
     }
 }
@@ -670,27 +660,23 @@ where
         self.stamps.replace(rx, tx);
     }
 
-    fn set_input(&mut self, input: Box<dyn Any + Send>) {
-        self.input = Some(downcast(input));
+    fn set_input(&mut self, input: Erased<End>) {
+        self.input = Some(input.open());
     }
 
-    fn set_output(&mut self, _output: Box<dyn Any + Send>) {
+    fn set_output(&mut self, _output: Erased<End>) {
         unreachable!("the sink has no output")
     }
 
-    fn ring_input(&mut self) -> Option<&mut dyn Any> {
-        self.input.as_mut().map(|i| i as &mut dyn Any)
+    fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
+        self.input.as_mut().map(ErasedMut::new)
     }
 
-    fn ring_output(&mut self) -> Option<&mut dyn Any> {
+    fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
         None
     }
 
-    fn attach_shm(
-        &mut self,
-        input: Option<Box<dyn Any + Send>>,
-        _output: Option<Box<dyn Any + Send>>,
-    ) {
+    fn attach_shm(&mut self, input: Option<Erased<End>>, _output: Option<Erased<End>>) {
         if let Some(input) = input {
             self.shm_input = Some(shm_in(input, "sink"));
         }
@@ -702,18 +688,5 @@ where
 
     fn tally_mut(&mut self) -> &mut Tally {
         &mut self.tally
-    }
-}
-
-/// Unboxes a ring end built for this stage's item type. The executor builds
-/// each edge from the same typed spec as the two stages it joins, so a
-/// mismatch is a bug in ringweave, not in user code.
-pub(crate) fn downcast<E: 'static>(end: Box<dyn Any + Send>) -> E {
-    match end.downcast::<E>() {
-        Ok(end) => *end,
-        Err(_) => unreachable!(
-            "ring end of the wrong type: expected {}",
-            std::any::type_name::<E>()
-        ),
     }
 }

@@ -18,97 +18,71 @@
 //! stage already paused is resumed where it stood, and the switch is recorded
 //! as timed out. Nothing is ever forced.
 
+mod switch;
+
 use crate::config::{ExecutionMode, Mode};
 use crate::control::ControlTable;
+use crate::distributed::{switch_timeout, Distributed, Run};
+use crate::edge::Moved;
+use crate::edge::{install_stamp_rings, EdgeSpec};
 use crate::error::{panic_message, Error};
-use crate::event::{LatencySummary, SwitchEvent, SwitchOutcome, SwitchReason};
-use crate::executor::{end, Command, Exit, Message};
+use crate::event::{SwitchEvent, SwitchOutcome, SwitchReason};
 use crate::latency::LatencyRecorder;
-use crate::metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
-use crate::monitor::RateWindow;
-use crate::pipeline::{EdgeSpec, Options};
+use crate::metrics::SwitchImpact;
+use crate::monitor::{policy, RateWindow};
+use crate::plan::{Options, Plan};
 use crate::port::StageExit;
 use crate::report::{RunReport, StageReport};
 use crate::ring::RingWaker;
+use crate::shared::Shared;
 use crate::stage::{Ctx, ErasedStage};
-use parking_lot::Mutex;
+use crate::topology::{NodeId, Placement, Topology};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Live state shared by the coordinator, the stage threads and the handle.
-pub(crate) struct Shared {
-    /// Stage names, source first, sink last.
-    pub names: Vec<String>,
-    /// One control block per stage, in the same order.
-    pub controls: ControlTable,
-    /// When `spawn` was called.
-    pub started: Instant,
-    /// The run's clock and sampled latency histogram.
-    pub latency: LatencyRecorder,
-    /// What the coordinator measured at its last sample.
-    pub telemetry: Mutex<Telemetry>,
+/// What a stage thread reports when it ends.
+pub(crate) enum Exit {
+    Finished,
+    /// Paused at the barrier; the stage travels back to the coordinator.
+    Paused(Box<dyn ErasedStage>),
+    Aborted,
+    Panicked(String),
+    Failed(Error),
 }
 
-/// The coordinator's measurements, read by `PipelineHandle::metrics`.
-#[derive(Default)]
-pub(crate) struct Telemetry {
-    pub mode: Option<Mode>,
-    /// Windowed items/s leaving the source.
-    pub throughput: f64,
-    /// Windowed items/s out of each stage.
-    pub stage_rates: Vec<f64>,
-    /// Fill of each edge's ring, 0 to 1.
-    pub fills: Vec<f64>,
-    /// p99 latency of the last full window.
-    pub p99: Duration,
-    pub switches: Vec<SwitchImpact>,
+/// Messages to the coordinator.
+pub(crate) enum Message {
+    Exited { node: NodeId, exit: Exit },
+    Command(Command),
 }
 
-impl Shared {
-    /// A metrics snapshot: live counters plus the coordinator's last sample.
-    pub(crate) fn metrics(&self) -> Metrics {
-        let telemetry = self.telemetry.lock();
-        let stages = self
-            .names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| {
-                let (items_in, items_out) = self.controls.get(index).counts();
-                StageMetrics {
-                    name: name.clone(),
-                    items_in,
-                    items_out,
-                    rate_out: telemetry.stage_rates.get(index).copied().unwrap_or(0.0),
-                }
-            })
-            .collect();
-        let edges = self
-            .names
-            .windows(2)
-            .enumerate()
-            .map(|(e, pair)| EdgeMetrics {
-                from: pair[0].clone(),
-                to: pair[1].clone(),
-                fill: telemetry.fills.get(e).copied().unwrap_or(0.0),
-            })
-            .collect();
-        Metrics {
-            mode: telemetry.mode.unwrap_or(Mode::InProcess),
-            elapsed: self.started.elapsed(),
-            throughput: telemetry.throughput,
-            stages,
-            edges,
-            latency: LatencySummary::of(&self.latency.histogram.lock()),
-            switches: telemetry.switches.clone(),
-        }
+/// Requests from a `PipelineHandle`.
+pub(crate) enum Command {
+    Switch {
+        to: Mode,
+        reply: Sender<Result<SwitchEvent, Error>>,
+    },
+    /// The handle was dropped: stop everything.
+    Abort,
+}
+
+/// Drops a finished stage (closing its rings) and returns `exit`; a panic in
+/// an item's destructor becomes the exit.
+fn end(stage: Box<dyn ErasedStage>, exit: Exit) -> Exit {
+    match catch_unwind(AssertUnwindSafe(move || drop(stage))) {
+        Ok(()) => exit,
+        Err(payload) => match exit {
+            Exit::Panicked(first) => Exit::Panicked(first),
+            _ => Exit::Panicked(panic_message(&*payload)),
+        },
     }
 }
 
 /// Where each stage is.
-pub(crate) enum Slot {
+enum Slot {
     /// Running on a thread of this process.
     Thread(JoinHandle<()>),
     /// Held by the coordinator: paused, or idle while a worker runs it.
@@ -117,50 +91,147 @@ pub(crate) enum Slot {
     Done,
 }
 
+/// Owns the run: its stages (see [`Slot`]), its edges, its mode, and the
+/// distributed half while there is one.
 pub(crate) struct Coordinator {
-    pub shared: Arc<Shared>,
-    pub options: Options,
-    /// Builds each edge's rings for its item type.
-    pub edges: Vec<Box<dyn EdgeSpec>>,
+    shared: Arc<Shared>,
+    options: Options,
+    /// Builds each edge's rings for its item type; indexed by edge.
+    edges: Vec<Box<dyn EdgeSpec>>,
     /// One per edge: wakes both ends of its in-process ring.
-    pub wakers: Vec<RingWaker>,
+    wakers: Vec<RingWaker>,
     /// Wakes the source while it waits on an `Input`.
-    pub input_waker: Option<RingWaker>,
-    pub slots: Vec<Slot>,
+    input_waker: Option<RingWaker>,
+    /// Indexed by node.
+    slots: Vec<Slot>,
     /// The mode the stages are in now.
-    pub mode: Mode,
+    mode: Mode,
     /// The first failure; later ones are consequences.
-    pub failure: Option<Error>,
+    failure: Option<Error>,
     /// Stop everything: paused stages are dropped, not resumed.
-    pub aborting: bool,
-    pub sender: Sender<Message>,
-    pub events: Receiver<Message>,
+    aborting: bool,
+    sender: Sender<Message>,
+    events: Receiver<Message>,
     /// Commands that arrived while a switch was running.
-    pub deferred: Vec<Command>,
-    pub switches: Vec<SwitchEvent>,
-    pub monitor: RateWindow,
+    deferred: Vec<Command>,
+    switches: Vec<SwitchEvent>,
+    monitor: RateWindow,
     /// One window per stage over its `items_out`, for per-stage rates.
-    pub stage_windows: Vec<RateWindow>,
+    stage_windows: Vec<RateWindow>,
     /// When the recent-latency window was last rotated.
-    pub last_rotation: Instant,
+    last_rotation: Instant,
     /// The switch whose after-effect is still to be measured.
-    pub impact_pending: Option<usize>,
-    /// When a worker was first seen stopping because a neighbour failed.
-    pub reaction_seen: Option<Instant>,
+    impact_pending: Option<usize>,
     /// No automatic switch before this instant.
-    pub cooldown_until: Instant,
-    pub distributed: Option<crate::distributed::Distributed>,
+    cooldown_until: Instant,
+    /// The segment, its rings and the workers, while distributed.
+    distributed: Option<Distributed>,
+}
+
+/// A new coordinator, the state it shares with the handle, and the sender
+/// of its command channel.
+pub(crate) struct Started {
+    pub coordinator: Coordinator,
+    pub shared: Arc<Shared>,
+    pub commands: Sender<Message>,
 }
 
 impl Coordinator {
-    /// Number of stages.
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+    /// Wires the plan's rings and makes the shared state. Starts nothing.
+    pub(crate) fn prepare(plan: Plan) -> Result<Started, Error> {
+        let topology = plan.topology()?;
+        let Plan {
+            mut nodes,
+            edges,
+            options,
+            ..
+        } = plan;
+        let mut wakers = Vec::with_capacity(edges.len());
+        for (e, link) in topology.edges() {
+            let (producer, consumer, waker) = edges[e.0].ring(options.ring_capacity);
+            nodes[link.from.0].set_output(producer);
+            nodes[link.to.0].set_input(consumer);
+            wakers.push(waker);
+        }
+        install_stamp_rings(&mut nodes, &topology);
+        let input_waker = nodes[topology.source().0].input_waker();
+        // The control blocks live in shared memory, where worker processes
+        // update them too; any run may be switched (`PipelineHandle::switch_to`).
+        // An in-process run does without if the segment cannot be made.
+        let controls = match ControlTable::shared(nodes.len(), options.max_state_bytes) {
+            Ok(table) => table,
+            Err(e) if matches!(options.mode, ExecutionMode::InProcess) => {
+                tracing::warn!(error = %e, "no shared control segment: this run cannot switch");
+                ControlTable::heap(nodes.len())
+            }
+            Err(e) => {
+                return Err(Error::Distributed {
+                    reason: format!("control segment: {e}"),
+                })
+            }
+        };
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            names: nodes.iter().map(|n| n.name().to_owned()).collect(),
+            topology,
+            controls,
+            started,
+            latency: LatencyRecorder::new(started),
+            telemetry: Default::default(),
+        });
+        let window = match &options.mode {
+            ExecutionMode::Hybrid(config) => Duration::from_millis(config.window_size_ms),
+            _ => Duration::from_secs(1),
+        };
+        let (sender, events) = mpsc::channel();
+        let coordinator = Coordinator {
+            shared: Arc::clone(&shared),
+            options,
+            edges,
+            wakers,
+            input_waker,
+            stage_windows: (0..nodes.len()).map(|_| RateWindow::new(window)).collect(),
+            slots: nodes.into_iter().map(Slot::Parked).collect(),
+            mode: Mode::InProcess,
+            failure: None,
+            aborting: false,
+            sender: sender.clone(),
+            events,
+            deferred: Vec::new(),
+            switches: Vec::new(),
+            monitor: RateWindow::new(window),
+            last_rotation: started,
+            impact_pending: None,
+            cooldown_until: Instant::now(),
+            distributed: None,
+        };
+        Ok(Started {
+            coordinator,
+            shared,
+            commands: sender,
+        })
     }
 
-    /// Index of the sink.
-    pub(crate) fn sink(&self) -> usize {
-        self.slots.len() - 1
+    /// Starts the stage threads, unless the run starts distributed (then
+    /// `run` builds the distributed half first). On error nothing is left
+    /// running.
+    pub(crate) fn start_threads(&mut self) -> Result<(), Error> {
+        if matches!(self.options.mode, ExecutionMode::Distributed) {
+            return Ok(());
+        }
+        self.resume_threads();
+        match self.failure.take() {
+            Some(error) => {
+                self.wait_all();
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The shape of the pipeline.
+    fn topology(&self) -> &Topology {
+        &self.shared.topology
     }
 
     fn threads_running(&self) -> usize {
@@ -171,11 +242,8 @@ impl Coordinator {
     }
 
     /// Starts (or resumes) `stage` on a new thread.
-    pub(crate) fn start(
-        &mut self,
-        index: usize,
-        mut stage: Box<dyn ErasedStage>,
-    ) -> Result<(), Error> {
+    fn start(&mut self, node: NodeId, mut stage: Box<dyn ErasedStage>) -> Result<(), Error> {
+        let index = node.0;
         let shared = Arc::clone(&self.shared);
         let sender = self.sender.clone();
         let batch = self.options.batch_size;
@@ -200,7 +268,7 @@ impl Coordinator {
                 };
                 // The coordinator outlives every stage thread (it joins
                 // them), so the receiver is there; if not, nobody listens.
-                let _ = sender.send(Message::Exited { index, exit });
+                let _ = sender.send(Message::Exited { node, exit });
             });
         match handle {
             Ok(handle) => {
@@ -216,7 +284,7 @@ impl Coordinator {
 
     /// Runs until every stage has ended, then reports.
     pub(crate) fn run(mut self) -> Result<RunReport, Error> {
-        let span = tracing::info_span!("ringweave_run", stages = self.len());
+        let span = tracing::info_span!("ringweave_run", stages = self.slots.len());
         let _entered = span.enter();
         tracing::info!(
             stages = ?self.shared.names,
@@ -278,7 +346,41 @@ impl Coordinator {
 
     /// Whether anything still runs: a stage thread, or a worker process.
     fn is_live(&self) -> bool {
-        self.threads_running() > 0 || self.workers_running()
+        self.threads_running() > 0 || self.distributed.as_ref().is_some_and(Distributed::running)
+    }
+
+    /// Notices workers that ended; a failed one fails the run. Returns
+    /// whether the run has failed.
+    fn check_workers(&mut self) -> bool {
+        if let Some(dist) = &mut self.distributed {
+            let run = run_of(&self.shared, &self.options, &self.edges);
+            // Reaped either way; only the first failure is reported.
+            if let Some(error) = dist.check(run) {
+                if self.failure.is_none() {
+                    self.fail(error);
+                }
+            }
+        }
+        self.failure.is_some()
+    }
+
+    /// The watchdog (see `Distributed::check_stalls`).
+    fn check_stalls(&mut self) {
+        if let Some(dist) = &mut self.distributed {
+            let run = run_of(&self.shared, &self.options, &self.edges);
+            if let Some(error) = dist.check_stalls(run) {
+                self.fail(error);
+            }
+        }
+    }
+
+    /// At the end of a run: reaps every worker (they have finished, or are
+    /// killed).
+    fn finish_workers(&mut self) {
+        self.check_workers();
+        if let Some(dist) = &mut self.distributed {
+            dist.reap_all(&self.shared.controls);
+        }
     }
 
     fn tick_interval(&self) -> Duration {
@@ -308,7 +410,7 @@ impl Coordinator {
 
     fn on_message(&mut self, message: Message) {
         match message {
-            Message::Exited { index, exit } => self.on_exit(index, exit),
+            Message::Exited { node, exit } => self.on_exit(node, exit),
             Message::Command(command) => self.on_command(command),
         }
     }
@@ -327,7 +429,8 @@ impl Coordinator {
         }
     }
 
-    pub(crate) fn on_exit(&mut self, index: usize, exit: Exit) {
+    fn on_exit(&mut self, node: NodeId, exit: Exit) {
+        let index = node.0;
         if let Slot::Thread(handle) = std::mem::replace(&mut self.slots[index], Slot::Done) {
             // The thread has sent its last message; this returns at once.
             let _ = handle.join();
@@ -352,7 +455,7 @@ impl Coordinator {
     }
 
     /// Records the first failure and stops everything.
-    pub(crate) fn fail(&mut self, error: Error) {
+    fn fail(&mut self, error: Error) {
         if self.failure.is_none() {
             tracing::error!(%error, "stopping the pipeline");
             self.failure = Some(error);
@@ -362,12 +465,14 @@ impl Coordinator {
 
     /// Asks every running stage to stop; paused and parked stages are
     /// dropped, worker processes killed.
-    pub(crate) fn abort(&mut self) {
+    fn abort(&mut self) {
         if self.aborting {
             return;
         }
         self.aborting = true;
-        self.abort_workers();
+        if let Some(dist) = &mut self.distributed {
+            dist.kill_all(&self.shared.controls);
+        }
         for slot in &mut self.slots {
             if let Slot::Parked(_) = slot {
                 if let Slot::Parked(stage) = std::mem::replace(slot, Slot::Done) {
@@ -383,18 +488,20 @@ impl Coordinator {
 
     /// Wakes every sleeping ring end, so that stages re-check their control
     /// words.
-    pub(crate) fn wake_all(&self) {
+    fn wake_all(&self) {
         for waker in self.wakers.iter().chain(&self.input_waker) {
             waker.wake();
         }
-        self.wake_shared_rings();
+        if let Some(dist) = &self.distributed {
+            dist.wake();
+        }
     }
 
     /// Waits until every stage thread has exited.
-    pub(crate) fn wait_all(&mut self) {
+    fn wait_all(&mut self) {
         while self.threads_running() > 0 {
             match self.events.recv_timeout(Duration::from_millis(100)) {
-                Ok(Message::Exited { index, exit }) => self.on_exit(index, exit),
+                Ok(Message::Exited { node, exit }) => self.on_exit(node, exit),
                 Ok(Message::Command(Command::Switch { reply, .. })) => {
                     let _ = reply.send(Err(Error::NotRunning));
                 }
@@ -407,44 +514,44 @@ impl Coordinator {
         }
     }
 
-    /// Pauses the stage thread `index` (see the module docs). `true` once it
-    /// is parked (or had ended); `false` if it did not accept before
+    /// Pauses the stage thread of `node` (see the module docs). `true` once
+    /// it is parked (or had ended); `false` if it did not accept before
     /// `deadline` — then it runs on as if never asked.
-    pub(crate) fn pause_thread(&mut self, index: usize, deadline: Instant) -> bool {
-        if !matches!(self.slots[index], Slot::Thread(_)) {
+    fn pause_thread(&mut self, node: NodeId, deadline: Instant) -> bool {
+        if !matches!(self.slots[node.0], Slot::Thread(_)) {
             return true;
         }
-        self.shared.controls.get(index).request_pause();
+        self.shared.controls.get(node.0).request_pause();
         self.wake_all();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
-                Ok(Message::Exited { index: i, exit }) => {
-                    self.on_exit(i, exit);
-                    if i == index {
+                Ok(Message::Exited { node: n, exit }) => {
+                    self.on_exit(n, exit);
+                    if n == node {
                         return true;
                     }
                 }
                 Ok(Message::Command(command)) => self.deferred.push(command),
                 Err(RecvTimeoutError::Disconnected) => return true,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.shared.controls.get(index).cancel_pause() {
+                    if self.shared.controls.get(node.0).cancel_pause() {
                         return false;
                     }
                     // It accepted just now: its hand-over is on the way.
-                    return self.await_exit(index);
+                    return self.await_exit(node);
                 }
             }
         }
     }
 
-    /// Waits (without a deadline) for the exit message of `index`.
-    fn await_exit(&mut self, index: usize) -> bool {
+    /// Waits (without a deadline) for the exit message of `node`.
+    fn await_exit(&mut self, node: NodeId) -> bool {
         loop {
             match self.events.recv() {
-                Ok(Message::Exited { index: i, exit }) => {
-                    self.on_exit(i, exit);
-                    if i == index {
+                Ok(Message::Exited { node: n, exit }) => {
+                    self.on_exit(n, exit);
+                    if n == node {
                         return true;
                     }
                 }
@@ -456,16 +563,18 @@ impl Coordinator {
 
     /// Restarts on threads every parked stage that `mode` runs in this
     /// process. A stage that cannot get a thread fails the run.
-    pub(crate) fn resume_threads(&mut self) {
-        for index in 0..self.len() {
-            let runs_here = self.mode == Mode::InProcess || index == 0 || index == self.sink();
+    fn resume_threads(&mut self) {
+        for index in 0..self.slots.len() {
+            let node = NodeId(index);
+            let runs_here =
+                self.mode == Mode::InProcess || self.topology().placement(node) == Placement::Local;
             if !runs_here || !matches!(self.slots[index], Slot::Parked(_)) {
                 continue;
             }
             let Slot::Parked(stage) = std::mem::replace(&mut self.slots[index], Slot::Done) else {
                 continue;
             };
-            if let Err(error) = self.start(index, stage) {
+            if let Err(error) = self.start(node, stage) {
                 self.fail(error);
             }
         }
@@ -513,8 +622,8 @@ impl Coordinator {
     /// Fill of each edge's ring: items of the in-process ring, bytes of the
     /// record ring when distributed.
     fn ring_fills(&self) -> Vec<f64> {
-        if let Some(fills) = self.shared_ring_fills() {
-            return fills;
+        if let Some(dist) = &self.distributed {
+            return dist.fills();
         }
         let capacity = self.options.ring_capacity as f64;
         self.wakers
@@ -535,38 +644,27 @@ impl Coordinator {
         let Some(rate) = self.monitor.rate() else {
             return;
         };
-        let (upper, lower) = (config.upper_threshold(), config.lower_threshold());
-        let reason = match self.mode {
-            Mode::InProcess if rate > upper => SwitchReason::ThroughputAbove {
-                rate,
-                threshold: upper,
-            },
-            Mode::Distributed if rate < lower => SwitchReason::ThroughputBelow {
-                rate,
-                threshold: lower,
-            },
-            _ => return,
+        let Some((to, reason)) = policy(self.mode, rate, config) else {
+            return;
         };
         // The source ending is a fall in throughput that no switch can help.
-        if !matches!(self.slots[0], Slot::Thread(_)) {
+        if !matches!(self.slots[self.topology().source().0], Slot::Thread(_)) {
             return;
         }
-        let to = match self.mode {
-            Mode::InProcess => Mode::Distributed,
-            Mode::Distributed => Mode::InProcess,
-        };
         self.switch(to, reason);
     }
 
     /// Runs one switch transaction and records it.
-    pub(crate) fn switch(&mut self, to: Mode, reason: SwitchReason) -> SwitchEvent {
+    fn switch(&mut self, to: Mode, reason: SwitchReason) -> SwitchEvent {
         let at = SystemTime::now();
         let from = self.mode;
-        let (outcome, migrated_items, migrated_bytes, pause) = if from == to {
-            (SwitchOutcome::Completed, 0, 0, Duration::ZERO)
+        let (outcome, moved, pause) = if from == to {
+            (SwitchOutcome::Completed, Moved::default(), Duration::ZERO)
         } else {
-            self.switch_transaction(to)
+            let t = self.switch_transaction(to);
+            (t.outcome, t.moved, t.pause)
         };
+        let (migrated_items, migrated_bytes) = (moved.items, moved.bytes);
         let event = SwitchEvent {
             from,
             to,
@@ -619,14 +717,11 @@ impl Coordinator {
     }
 
     /// The switch timeout of the run's config (5 s outside hybrid mode).
-    pub(crate) fn switch_timeout(&self) -> Duration {
-        match &self.options.mode {
-            ExecutionMode::Hybrid(config) => Duration::from_millis(config.switch_timeout_ms),
-            _ => Duration::from_millis(crate::config::HybridConfig::default().switch_timeout_ms),
-        }
+    fn switch_timeout(&self) -> Duration {
+        switch_timeout(&self.options)
     }
 
-    pub(crate) fn report(&mut self) -> RunReport {
+    fn report(&mut self) -> RunReport {
         self.sample();
         let metrics = self.shared.metrics();
         let stages: Vec<StageReport> = self
@@ -656,10 +751,21 @@ impl Coordinator {
     }
 
     /// A timed-out switch's outcome: the stage that did not come.
-    pub(crate) fn timed_out(&self, index: usize) -> SwitchOutcome {
+    fn timed_out(&self, node: NodeId) -> SwitchOutcome {
         SwitchOutcome::TimedOut {
-            pending: vec![self.shared.names[index].clone()],
+            pending: vec![self.shared.names[node.0].clone()],
             timeout_ms: self.switch_timeout().as_millis() as u64,
         }
+    }
+}
+
+/// What the distributed half reads of the coordinator for one step; takes
+/// the fields, not the coordinator, so `distributed` can be borrowed
+/// mutably beside it.
+fn run_of<'a>(shared: &'a Shared, options: &'a Options, edges: &'a [Box<dyn EdgeSpec>]) -> Run<'a> {
+    Run {
+        shared,
+        options,
+        edges,
     }
 }
