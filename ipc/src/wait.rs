@@ -22,7 +22,7 @@
 
 use crate::sync::atomic::{fence, AtomicU32, Ordering};
 use crate::sync::{hint, thread, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Flag value: nobody sleeps on this flag.
 pub const IDLE: u32 = 0;
@@ -100,6 +100,16 @@ pub trait Sleeper {
     fn notifier_fence(&self) {
         fence(Ordering::SeqCst);
     }
+
+    /// How long the first sleep of a wait may last when it was armed with a
+    /// SeqCst fence instead of [`waiter_fence`](Self::waiter_fence), or
+    /// `None` to always use `waiter_fence`. Only a sleeper whose notifiers
+    /// use a lighter fence has a reason to say `Some` (see
+    /// [`wait_until`]).
+    #[inline]
+    fn light_sleep(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Waits until `ready()` returns `true` or `deadline` passes.
@@ -129,7 +139,19 @@ pub fn wait_until<S: Sleeper + ?Sized>(
         }
         thread::yield_now();
     }
+    // The first sleep of this wait may be armed with a plain SeqCst fence
+    // instead of the sleeper's (perhaps far heavier) `waiter_fence`; see
+    // `arm` below.
+    let mut light = sleeper.light_sleep();
+    let mut woken = false;
     loop {
+        // Woken (or timed out): the flag is IDLE or ours. Look before paying
+        // for another arming.
+        if woken && ready() {
+            flag.swap(IDLE, Ordering::Relaxed);
+            return true;
+        }
+        woken = true;
         sleeper.prepare();
         // Release: publishes what `prepare` registered to the notifier's
         // AcqRel swap (SYNC POINT: waiter-register).
@@ -149,7 +171,22 @@ pub fn wait_until<S: Sleeper + ?Sized>(
         // store→load pattern (our flag store, then `ready()`'s loads) racing
         // the mirror pattern in `notify`; Acquire/Release cannot order a store
         // before a later load. Pairs with the fence in `notify`.
-        sleeper.waiter_fence();
+        //
+        // A light arming pairs a SeqCst fence with a notifier that may use
+        // only a compiler fence (`crate::fence`): then Dekker's argument
+        // fails in one window, a notifier whose data store still sits in its
+        // store buffer while it loads the flag across our whole arming and
+        // re-check (tens of nanoseconds). A wake-up lost that way costs at
+        // most the light sleep's bound, after which we arm again with the
+        // full `waiter_fence`, which is exact. It spares a thread that
+        // parks between every item of a slow stream the `membarrier` each
+        // park would cost (and the interrupt it sends the CPU running the
+        // next hop); measured in docs/PERF.md, latency.
+        let bound = light.take();
+        match bound {
+            Some(_) => fence(Ordering::SeqCst),
+            None => sleeper.waiter_fence(),
+        }
         if ready() {
             // Relaxed: a notifier that still sees WAITING only wakes us
             // spuriously. A swap for the reason given above.
@@ -162,7 +199,13 @@ pub fn wait_until<S: Sleeper + ?Sized>(
                 return ready();
             }
         }
-        sleeper.sleep(flag, deadline);
+        match bound {
+            Some(bound) => {
+                let until = Instant::now() + bound;
+                sleeper.sleep(flag, Some(deadline.map_or(until, |d| d.min(until))));
+            }
+            None => sleeper.sleep(flag, deadline),
+        }
     }
 }
 
@@ -189,6 +232,11 @@ fn wake_armed<S: Sleeper + ?Sized>(flag: &AtomicU32, sleeper: &S) {
         sleeper.wake(flag);
     }
 }
+
+/// The bound on a [`ThreadSleeper`]'s first sleep of a wait, armed with a
+/// SeqCst fence rather than `membarrier` (see [`wait_until`]): a wake-up
+/// lost in the window that leaves costs at most this much.
+pub const LIGHT_SLEEP: Duration = Duration::from_millis(1);
 
 /// The in-process sleeper: parks the thread that armed the flag.
 #[derive(Debug, Default)]
@@ -222,6 +270,13 @@ impl Sleeper for ThreadSleeper {
     #[inline]
     fn notifier_fence(&self) {
         crate::fence::light();
+    }
+
+    /// [`LIGHT_SLEEP`]; `None` under loom, which checks the exact
+    /// handshake only.
+    #[inline]
+    fn light_sleep(&self) -> Option<Duration> {
+        (!crate::sync::LOOM).then_some(LIGHT_SLEEP)
     }
 
     fn prepare(&self) {
