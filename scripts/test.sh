@@ -8,10 +8,14 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --all-targets --features metrics -- -D warnings
 echo "== doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 echo "== test"
 cargo test --workspace
+echo "== test: examples/live_service with the metrics feature"
+cargo build --features metrics --example live_service
+cargo test --features metrics --test live_service
 if [[ -x scripts/loom.sh ]]; then
   echo "== loom"
   scripts/loom.sh

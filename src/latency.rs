@@ -213,6 +213,16 @@ impl LatencyRecorder {
         for &ns in samples {
             recent.saturating_record(ns.max(1));
         }
+        drop(recent);
+        // The facade's histogram (see `export.rs`): recorded here, where
+        // each sample is, rather than rebuilt from the HDR histogram.
+        #[cfg(feature = "metrics")]
+        {
+            let histogram = metrics::histogram!("ringweave_latency_seconds");
+            for &ns in samples {
+                histogram.record(ns as f64 / 1e9);
+            }
+        }
     }
 
     /// p99 of the samples since the last call, then starts a new window.

@@ -59,6 +59,8 @@ mod erased;
 mod error;
 #[cfg(not(ringweave_loom))]
 mod event;
+#[cfg(all(feature = "metrics", not(ringweave_loom)))]
+mod export;
 #[cfg(not(ringweave_loom))]
 mod handle;
 #[cfg(not(ringweave_loom))]

@@ -608,6 +608,14 @@ impl Coordinator {
             telemetry.throughput = rate;
         }
         telemetry.stage_rates = self.stage_windows.iter().map(|w| w.rate_so_far()).collect();
+        #[cfg(feature = "metrics")]
+        crate::export::sample(
+            &self.shared,
+            &telemetry.stage_rates,
+            &fills,
+            telemetry.throughput,
+            self.mode,
+        );
         telemetry.fills = fills;
         if let (Some(i), Some(rate)) = (self.impact_pending, self.monitor.rate()) {
             let p99 = telemetry.p99;
@@ -712,6 +720,8 @@ impl Coordinator {
         self.impact_pending = Some(telemetry.switches.len() - 1);
         drop(telemetry);
         self.monitor.clear();
+        #[cfg(feature = "metrics")]
+        crate::export::switched(&event);
         self.switches.push(event.clone());
         event
     }
