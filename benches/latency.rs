@@ -921,7 +921,7 @@ fn main() {
     ));
 
     let mut md = String::from(
-        "`cargo bench --bench latency`. One process, contenders interleaved per case; \
+        "`cargo bench -p ringweave-benches --bench latency`. One process, contenders interleaved per case; \
          each a five-thread pipeline (source → 3 × map → sink) with capacity 4096 \
          (`ringweave_input*`: six, the pushing thread and the source). \
          Latency: sink's clock minus the time read just before the item was handed in, \

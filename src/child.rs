@@ -8,9 +8,6 @@
 //! takes no lock and does not log; stage code must not either (see the
 //! README's "After a fork").
 
-use crate::control::{
-    ControlTable, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, RUNNING,
-};
 use crate::edge::EdgeSpec;
 use crate::erased::{End, Erased};
 use crate::error::panic_message;
@@ -18,6 +15,7 @@ use crate::latency::{Stamp, StampRx, StampTx};
 use crate::port::StageExit;
 use crate::shared::Shared;
 use crate::stage::{Ctx, ErasedStage};
+use ringweave_ipc::control::{Cmd, ControlTable, WorkerStatus};
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::RecordRing;
 use ringweave_ipc::sync::atomic::Ordering;
@@ -34,18 +32,10 @@ pub(crate) const INJECTED_EXIT: i32 = 99;
 
 /// Leaves `message` in the worker's error area for the parent to report.
 fn leave_error(table: &ControlTable, index: usize, message: &str) {
-    let Some((area, capacity)) = table.error_area(index) else {
-        return;
-    };
-    let bytes = message.as_bytes();
-    let len = bytes.len().min(capacity);
-    // SAFETY: this worker is the only writer of its error area, and the
-    // parent reads it only after the Release store below (or after reaping).
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len) };
-    table
-        .slot(index)
-        .error_len
-        .store(len as u64, Ordering::Release);
+    // SAFETY: this is the worker of stage `index`, the only writer of its
+    // error area; the parent reads it only after this worker has exited or
+    // stored `Paused` (after this call in both cases).
+    unsafe { table.leave_error(index, message) };
 }
 
 /// Everything a worker needs, as addresses into this process's memory,
@@ -144,9 +134,9 @@ fn worker_main(
     };
     let slot = table.slot(index);
     // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.
-    slot.status.store(READY, Ordering::Release);
-    let _ = futex::wake(&slot.status, u32::MAX);
-    let cmd = slot.control.cmd();
+    slot.set_status(WorkerStatus::Ready, Ordering::Release);
+    let _ = futex::wake(slot.status_word(), u32::MAX);
+    let control = &slot.control;
     loop {
         let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
             Ok(exit) => exit,
@@ -162,7 +152,7 @@ fn worker_main(
                 stage.detach_shm();
                 // SYNC POINT: worker-finished. Pairs with the Acquire in
                 // `distributed::ended_well`.
-                slot.status.store(FINISHED, Ordering::Release);
+                slot.set_status(WorkerStatus::Finished, Ordering::Release);
                 return 0;
             }
             StageExit::Aborted => {
@@ -177,52 +167,55 @@ fn worker_main(
             StageExit::Paused => {}
         }
         // Paused: save the state, acknowledge, wait for the decision.
-        let saved = match table.state_area(index) {
-            Some((area, capacity)) => {
-                // SAFETY: only this worker writes its state area, and only
-                // now, before it stores PAUSED; the parent reads it after.
-                let area = unsafe { std::slice::from_raw_parts_mut(area, capacity) };
-                stage.save_state(area)
-            }
+        // SAFETY: this is the worker of stage `index`, pausing: the parent
+        // reads the area only after the Release store of `Paused` below,
+        // and `area` is not used after it.
+        let saved = match unsafe { table.state_area_mut(index) } {
+            Some(area) => stage.save_state(area),
             None => Ok(0),
         };
         let len = match saved {
             Ok(len) => len as u64,
-            Err(message) => {
-                leave_error(table, index, &message);
+            Err(error) => {
+                leave_error(table, index, &error.to_string());
                 u64::MAX
             }
         };
-        // Relaxed: published by the Release store of PAUSED below.
+        // Relaxed: published by the Release store of `Paused` below.
         slot.state_len.store(len, Ordering::Relaxed);
         // SYNC POINT: worker-paused. Pairs with the Acquire in
-        // `pause_worker`.
-        cmd.store(PAUSED, Ordering::Release);
-        let _ = futex::wake(cmd, u32::MAX);
+        // `Distributed::pause_worker`.
+        control.store_cmd(Cmd::Paused, Ordering::Release);
+        let _ = futex::wake(control.cmd_word(), u32::MAX);
         loop {
             // Acquire: pairs with the coordinator's Release of its decision.
-            match cmd.load(Ordering::Acquire) {
-                PAUSED => {
-                    let _ = futex::wait(cmd, PAUSED, None);
+            match control.load_cmd(Ordering::Acquire) {
+                Cmd::Paused => {
+                    let _ = futex::wait(control.cmd_word(), Cmd::Paused as u32, None);
                 }
-                EXIT => {
+                Cmd::Exit => {
                     // SYNC POINT: worker-leaving. Pairs with the Acquire in
-                    // `await_leaving`: nothing here reads `cmd` again.
-                    slot.status.store(LEAVING, Ordering::Release);
-                    let _ = futex::wake(&slot.status, u32::MAX);
+                    // `await_leaving`: nothing here reads the word again.
+                    slot.set_status(WorkerStatus::Leaving, Ordering::Release);
+                    let _ = futex::wake(slot.status_word(), u32::MAX);
                     return 0;
                 }
-                ABORT => return EXIT_ABORTED,
-                RESUME => {
+                Cmd::Abort => return EXIT_ABORTED,
+                Cmd::Resume => {
                     // A CAS, not a store: a new pause request may already
-                    // have replaced RESUME, and must not be lost.
-                    let _ =
-                        cmd.compare_exchange(RESUME, RUNNING, Ordering::Relaxed, Ordering::Relaxed);
+                    // have replaced `Resume`, and must not be lost.
+                    let _ = control.replace_cmd(
+                        Cmd::Resume,
+                        Cmd::Running,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     break;
                 }
-                // RUNNING (a withdrawn request) or a new PAUSE_REQUESTED,
-                // which the stage loop answers at once.
-                _ => break,
+                // `Running` (a withdrawn request) or a new `PauseRequested`,
+                // which the stage loop answers at once (`Pausing` is the
+                // stage loop's own, never seen here).
+                Cmd::Running | Cmd::PauseRequested | Cmd::Pausing => break,
             }
         }
     }

@@ -27,7 +27,7 @@ pub const MAX_RING_CAPACITY: usize = 1 << 24;
 /// distributed mode a batch crosses in shared-memory records, so an
 /// unbounded batch over an endless source would grow without limit.
 pub const MAX_BATCH_SIZE: usize = 1 << 16;
-pub use crate::control::MAX_STATE_BYTES;
+pub use ringweave_ipc::control::MAX_STATE_BYTES;
 
 /// The physical mode a pipeline starts in (and, for `Hybrid`, may leave).
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -15,9 +15,6 @@
 //! `coordinator/switch.rs`), so every failure here is returned, not acted on.
 
 use crate::child::{owns_nothing, WorkerPlan, EXIT_ABORTED, EXIT_FAILED};
-use crate::control::{
-    ControlTable, StageSlot, ABORT, EXIT, FINISHED, LEAVING, PAUSED, READY, RESUME, STARTING,
-};
 use crate::edge::{install_stamp_rings, CopyOutError, EdgeSpec, Moved};
 use crate::erased::{Erased, Residue, State};
 use crate::error::Error;
@@ -26,6 +23,7 @@ use crate::plan::{Fault, Options};
 use crate::shared::Shared;
 use crate::stage::ErasedStage;
 use crate::topology::{NodeId, Placement};
+use ringweave_ipc::control::{Cmd, ControlTable, StageSlot, WorkerStatus};
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::RecordRing;
 use ringweave_ipc::segment::{Segment, SegmentLayout};
@@ -225,7 +223,7 @@ impl Distributed {
             };
             let slot = run.controls().slot(node.0);
             // Written by the worker when it is attached.
-            slot.status.store(STARTING, Ordering::Relaxed);
+            slot.set_status(WorkerStatus::Starting, Ordering::Relaxed);
             slot.control.reset();
             let child = move || plan.run();
             owns_nothing(&child);
@@ -322,9 +320,9 @@ impl Distributed {
         let mut withdrawn = false;
         loop {
             // SYNC POINT: worker-paused. Pairs with the Release store of
-            // PAUSED in `worker_main`: the saved state is visible.
-            let cmd = control.cmd().load(Ordering::Acquire);
-            if cmd == PAUSED {
+            // `Paused` in `worker_main`: the saved state is visible.
+            let word = control.cmd_word().load(Ordering::Acquire);
+            if word == Cmd::Paused as u32 {
                 return WorkerPause::Paused;
             }
             // A worker that finished its stream has reached every barrier;
@@ -349,7 +347,7 @@ impl Distributed {
             } else {
                 slice.min(deadline)
             };
-            let _ = futex::wait_until(control.cmd(), cmd, Some(until));
+            let _ = futex::wait_until(control.cmd_word(), word, Some(until));
         }
     }
 
@@ -358,9 +356,9 @@ impl Distributed {
     pub(crate) fn resume_workers(&self, run: Run<'_>) {
         for node in run.shared.topology.workers() {
             let control = run.controls().get(node.0);
-            if !control.cancel_pause() && control.cmd().load(Ordering::Acquire) == PAUSED {
-                control.cmd().store(RESUME, Ordering::Release);
-                let _ = futex::wake(control.cmd(), u32::MAX);
+            if !control.cancel_pause() && control.load_cmd(Ordering::Acquire) == Cmd::Paused {
+                control.store_cmd(Cmd::Resume, Ordering::Release);
+                let _ = futex::wake(control.cmd_word(), u32::MAX);
             }
         }
     }
@@ -378,7 +376,7 @@ impl Distributed {
         for (e, link) in topology.edges() {
             // SAFETY: both ends of every ring are paused: the local threads
             // handed their stages over (through the event channel), the
-            // workers acknowledged with PAUSED (read with Acquire). Every
+            // workers acknowledged with `Paused` (read with Acquire). Every
             // producer flushed before pausing.
             let (items, m) =
                 unsafe { run.edges[e.0].copy_in(&self.rings[e.0]) }.map_err(|cause| {
@@ -395,7 +393,7 @@ impl Distributed {
         for (index, stage) in stages.iter().enumerate() {
             let node = NodeId(index);
             let slot = run.controls().slot(index);
-            // Relaxed: ordered by the Acquire load of PAUSED in `pause_worker`.
+            // Relaxed: ordered by the Acquire load of `Paused` in `pause_worker`.
             let len = slot.state_len.load(Ordering::Relaxed);
             if topology.placement(node) == Placement::Local || len == 0 {
                 states.push(None);
@@ -408,15 +406,11 @@ impl Distributed {
                     read_error(run.controls(), index)
                 ));
             }
-            let (area, capacity) = run
-                .controls()
-                .state_area(index)
+            // SAFETY: the worker wrote its state before storing `Paused`,
+            // which `pause_worker` read with Acquire; it writes nothing more
+            // until told to resume, after `bytes` is gone.
+            let bytes = unsafe { run.controls().saved_state(index, len as usize) }
                 .ok_or_else(|| "no state area".to_string())?;
-            let len = (len as usize).min(capacity);
-            // SAFETY: the worker wrote `len` bytes there before storing
-            // PAUSED, which `pause_worker` read with Acquire; it writes
-            // nothing more until told to resume.
-            let bytes = unsafe { std::slice::from_raw_parts(area, len) };
             states.push(
                 stage
                     .decode_state(bytes)
@@ -454,11 +448,11 @@ impl Distributed {
             .collect();
         for (node, _) in &leaving {
             let control = run.controls().get(node.0);
-            control.cmd().store(EXIT, Ordering::Release);
-            let _ = futex::wake(control.cmd(), u32::MAX);
+            control.store_cmd(Cmd::Exit, Ordering::Release);
+            let _ = futex::wake(control.cmd_word(), u32::MAX);
         }
         // The threads resumed next reuse these control words: each worker
-        // must have read its EXIT first (microseconds; its exit is not).
+        // must have read its `Exit` first (microseconds; its exit is not).
         for (node, worker) in &mut leaving {
             await_leaving(run.controls().slot(node.0), worker);
         }
@@ -641,7 +635,7 @@ impl Distributed {
             if worker.exit().is_none() {
                 let _ = worker.kill();
             }
-            controls.get(index).cmd().store(ABORT, Ordering::Relaxed);
+            controls.get(index).store_cmd(Cmd::Abort, Ordering::Relaxed);
         }
     }
 
@@ -770,7 +764,7 @@ pub(crate) fn switch_timeout(options: &Options) -> Duration {
 
 /// Forgets the worker pids the handle reports.
 fn clear_pids(controls: &ControlTable) {
-    for index in 0..controls.len() {
+    for index in 0..controls.stages() {
         controls.slot(index).pid.store(0, Ordering::Relaxed);
     }
 }
@@ -783,7 +777,7 @@ fn ended_well(slot: &StageSlot, exit: WorkerExit) -> bool {
         WorkerExit::Exited(0) => true,
         // SYNC POINT: worker-finished. Pairs with the Release in
         // `worker_main`.
-        WorkerExit::Unknown => slot.status.load(Ordering::Acquire) == FINISHED,
+        WorkerExit::Unknown => slot.status(Ordering::Acquire) == Some(WorkerStatus::Finished),
         _ => false,
     }
 }
@@ -801,12 +795,12 @@ fn describe(exit: WorkerExit) -> String {
     }
 }
 
-/// Waits until the worker marks itself `READY`, or fails.
+/// Waits until the worker marks itself `Ready`, or fails.
 fn await_ready(slot: &StageSlot, worker: &mut Worker, deadline: Instant) -> Result<(), String> {
     loop {
         // SYNC POINT: worker-ready. Pairs with the Release in `worker_main`.
-        let status = slot.status.load(Ordering::Acquire);
-        if status == READY {
+        let word = slot.status_word().load(Ordering::Acquire);
+        if word == WorkerStatus::Ready as u32 {
             return Ok(());
         }
         match worker.try_status() {
@@ -818,7 +812,7 @@ fn await_ready(slot: &StageSlot, worker: &mut Worker, deadline: Instant) -> Resu
             return Err("did not start before the switch timeout".into());
         }
         let until = (Instant::now() + Duration::from_millis(2)).min(deadline);
-        let _ = futex::wait_until(&slot.status, status, Some(until));
+        let _ = futex::wait_until(slot.status_word(), word, Some(until));
     }
 }
 
@@ -827,25 +821,19 @@ fn await_leaving(slot: &StageSlot, worker: &mut Worker) {
     loop {
         // SYNC POINT: worker-leaving. Pairs with the Release in
         // `worker_main`: the worker no longer reads its control word.
-        let status = slot.status.load(Ordering::Acquire);
-        if status == LEAVING || !matches!(worker.try_status(), Ok(None)) {
+        let word = slot.status_word().load(Ordering::Acquire);
+        if word == WorkerStatus::Leaving as u32 || !matches!(worker.try_status(), Ok(None)) {
             return;
         }
         let until = Instant::now() + Duration::from_millis(2);
-        let _ = futex::wait_until(&slot.status, status, Some(until));
+        let _ = futex::wait_until(slot.status_word(), word, Some(until));
     }
 }
 
-/// The message a worker left in its error area (empty if none).
+/// The message a worker left in its error area (empty if none). Called
+/// only for a worker that has exited or waits for a decision.
 fn read_error(table: &ControlTable, index: usize) -> String {
-    let slot = table.slot(index);
-    // Acquire: pairs with the Release in `child::leave_error`.
-    let len = slot.error_len.load(Ordering::Acquire) as usize;
-    let Some((area, capacity)) = table.error_area(index) else {
-        return String::new();
-    };
-    // SAFETY: the worker wrote `len <= capacity` bytes before publishing
-    // `len` with Release, and writes nothing more (it has exited or waits).
-    let bytes = unsafe { std::slice::from_raw_parts(area, len.min(capacity)) };
-    String::from_utf8_lossy(bytes).into_owned()
+    // SAFETY: every caller asks about a worker that has exited (`check`) or
+    // stored `Paused` and waits (`read_back`): it writes no message now.
+    unsafe { table.read_error(index) }
 }

@@ -8,12 +8,12 @@
 use crate::erased::{End, Erased, ErasedMut, Residue};
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, STAMP_QUEUE};
-use crate::ring::{self, RingWaker};
 use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
 use crate::stage::{ErasedStage, RingOutbox};
 use crate::topology::Topology;
 use ringweave_ipc::record::RecordError;
 use ringweave_ipc::record_ring::{PushError, RecordProducer, RecordRing};
+use ringweave_ipc::ring::{self, RingWaker};
 use ringweave_ipc::wait::WaitStrategy;
 use std::marker::PhantomData;
 

@@ -52,7 +52,8 @@ pub enum Error {
     WorkerCrashed {
         /// The stage the worker ran.
         stage: String,
-        /// Its process id.
+        /// Its process id (an `i32`, as `pid_t`; `worker_pids()` and
+        /// [`Error::WorkerStalled`] give it as `u32`: kept as released).
         pid: i32,
         /// How it ended (`killed by SIGKILL`, `exited with code 3`, …) and
         /// the message it left, if any.

@@ -57,7 +57,8 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`Error::NotRunning`] if the pipeline has ended;
-    /// [`Error::Unsupported`] if this build cannot switch.
+    /// [`Error::Unsupported`] if this run cannot switch to distributed mode
+    /// (its shared control segment could not be made when it started).
     pub fn switch_to(&self, to: Mode) -> Result<SwitchEvent, Error> {
         let (reply, answer) = mpsc::channel();
         self.commands

@@ -1,7 +1,7 @@
 //! Live input: the user's own thread pushes items into a running pipeline.
 
 use crate::error::Error;
-use crate::ring::{Producer, PushError};
+use ringweave_ipc::ring::{Producer, PushError};
 use std::fmt;
 use std::time::Duration;
 

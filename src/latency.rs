@@ -16,10 +16,10 @@
 //! shares with its parent; only the source and the sink (threads of this
 //! process) read it.
 
-use crate::ring::{Consumer, Producer};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
+use ringweave_ipc::ring::{Consumer, Producer};
 use std::time::{Duration, Instant};
 
 /// `(sequence number on the edge, nanoseconds since the run started)`.

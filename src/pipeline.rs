@@ -12,12 +12,12 @@ use crate::item::Item;
 use crate::latency::Stamps;
 use crate::plan::{Fault, Options, Plan};
 use crate::report::RunReport;
-use crate::ring;
 use crate::source::{Feed, IterFeed, SourceStage};
 use crate::stage::{
     ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TransformStage,
 };
 use crate::topology::{Link, NodeId};
+use ringweave_ipc::ring;
 use std::marker::PhantomData;
 
 /// The run-option setters, the same on [`Pipeline`] and [`CompletePipeline`]

@@ -5,9 +5,9 @@
 //! media implement them (`stage.rs` for the in-process ring, `shm.rs` for
 //! record rings).
 
-use crate::control::StageControl;
 use crate::error::Error;
-use crate::ring::{Consumer, Producer, WaitOutcome};
+use ringweave_ipc::control::StageControl;
+use ringweave_ipc::ring::{Consumer, Producer, WaitOutcome};
 
 /// Where an operator puts its outputs.
 pub(crate) trait Emit<T> {

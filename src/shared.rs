@@ -2,12 +2,12 @@
 //! handle all read: names, shape, control blocks, clock, telemetry.
 
 use crate::config::Mode;
-use crate::control::ControlTable;
 use crate::event::LatencySummary;
 use crate::latency::LatencyRecorder;
 use crate::metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
 use crate::topology::Topology;
 use parking_lot::Mutex;
+use ringweave_ipc::control::ControlTable;
 use std::time::{Duration, Instant};
 
 /// Live state shared by the coordinator, the stage threads and the handle.

@@ -2,10 +2,10 @@
 //! worker process reads and writes, and what the source and sink threads use
 //! while the pipeline is distributed.
 
-use crate::control::StageControl;
 use crate::error::Error;
 use crate::item::Item;
 use crate::port::{interrupted, Emit, Inbox, Outbox, StageExit};
+use ringweave_ipc::control::StageControl;
 use ringweave_ipc::record::{RecordError, VecOf};
 use ringweave_ipc::record_ring::{
     PopError, PushError, RecordConsumer, RecordProducer, WaitOutcome,

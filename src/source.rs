@@ -14,9 +14,9 @@ use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
 use crate::port::{await_room, boundary, drain, exit_of, next_batch, Inbox, Outbox, StageExit};
-use crate::ring::{map_chunk, Consumer, RingWaker};
 use crate::shm::ShmOutbox;
 use crate::stage::{shm_out, Ctx, ErasedStage, RingOutbox, Tally};
+use ringweave_ipc::ring::{map_chunk, Consumer, RingWaker};
 use std::time::Instant;
 
 /// The longest an iterator source holds items back to fill a batch.

@@ -8,17 +8,48 @@
 //! for room — it checks its [`StageControl`] word, so the switch barrier can
 //! stop it at a point where no item is half-processed.
 
-use crate::control::StageControl;
 use crate::erased::{End, Erased, ErasedMut, State};
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
 use crate::port::{
     await_room, boundary, exit_of, interrupted, next_batch, Emit, Inbox, Outbox, StageExit,
 };
-use crate::ring::{map_chunk, Consumer, Producer, RingWaker, WaitOutcome};
 use crate::shm::{ShmInbox, ShmOutbox};
+use ringweave_ipc::control::StageControl;
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
+use ringweave_ipc::ring::{map_chunk, Consumer, Producer, RingWaker, WaitOutcome};
 use std::collections::VecDeque;
+
+/// Why a `stateful` stage's state could not move between a worker and this
+/// process at a switch back.
+#[derive(Debug)]
+pub(crate) enum StateError {
+    /// rkyv could not archive the state.
+    Serialize(String),
+    /// The archive needs more than the state area holds.
+    TooLarge { len: usize, capacity: usize },
+    /// The saved bytes fail validation.
+    Invalid { len: usize, cause: String },
+    /// The validated archive does not deserialize.
+    Deserialize(String),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Serialize(cause) => write!(f, "state does not serialize: {cause}"),
+            Self::TooLarge { len, capacity } => write!(
+                f,
+                "state archive of {len} bytes does not fit the {capacity}-byte state area \
+                 (raise max_state_bytes)"
+            ),
+            Self::Invalid { len, cause } => {
+                write!(f, "state of {len} bytes fails validation: {cause}")
+            }
+            Self::Deserialize(cause) => write!(f, "state does not deserialize: {cause}"),
+        }
+    }
+}
 
 /// The per-item logic of a transform stage.
 pub(crate) trait Operator<In, Out>: Send + 'static {
@@ -37,13 +68,13 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
 
     /// Archives the operator's state into `area` (a worker pausing for a
     /// switch back); returns its length. Stateless operators write nothing.
-    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
+    fn save_state(&self, _area: &mut [u8]) -> Result<usize, StateError> {
         Ok(0)
     }
 
     /// Validates and deserializes a state saved by `save_state`, without
     /// installing it (so a failed switch leaves the operator untouched).
-    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
         Ok(None)
     }
 
@@ -120,28 +151,28 @@ where
         }
     }
 
-    fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
+    fn save_state(&self, area: &mut [u8]) -> Result<usize, StateError> {
         let capacity = area.len();
         let mut arena = rkyv::ser::allocator::Arena::new();
         let len = ringweave_ipc::record::serialize_to_slice(&self.state, &mut arena, area)
-            .map_err(|e| format!("state does not serialize: {e}"))?;
+            .map_err(|e| StateError::Serialize(e.to_string()))?;
         if len > capacity {
-            return Err(format!(
-                "state archive of {len} bytes does not fit the {capacity}-byte state area \
-                 (raise HybridConfig::max_state_bytes)"
-            ));
+            return Err(StateError::TooLarge { len, capacity });
         }
         Ok(len)
     }
 
-    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
         let archived = rkyv::access::<
             <S as ringweave_ipc::Record>::ArchivedRecord,
             rkyv::rancor::Error,
         >(bytes)
-        .map_err(|e| format!("state of {} bytes fails validation: {e}", bytes.len()))?;
+        .map_err(|e| StateError::Invalid {
+            len: bytes.len(),
+            cause: e.to_string(),
+        })?;
         let state = rkyv::deserialize::<S, rkyv::rancor::Error>(archived)
-            .map_err(|e| format!("state does not deserialize: {e}"))?;
+            .map_err(|e| StateError::Deserialize(e.to_string()))?;
         Ok(Some(Erased::new(state)))
     }
 
@@ -522,11 +553,11 @@ pub(crate) trait ErasedStage: Send {
         };
     }
     /// See [`Operator::save_state`]; the source and sink have no state.
-    fn save_state(&self, _area: &mut [u8]) -> Result<usize, String> {
+    fn save_state(&self, _area: &mut [u8]) -> Result<usize, StateError> {
         Ok(0)
     }
     /// See [`Operator::decode_state`].
-    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
+    fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
         Ok(None)
     }
     /// See [`Operator::set_state`].
@@ -614,11 +645,11 @@ where
         &mut self.tally
     }
 
-    fn save_state(&self, area: &mut [u8]) -> Result<usize, String> {
+    fn save_state(&self, area: &mut [u8]) -> Result<usize, StateError> {
         self.op.save_state(area)
     }
 
-    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, String> {
+    fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
         self.op.decode_state(bytes)
     }
 

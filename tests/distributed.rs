@@ -1,14 +1,11 @@
 //! Distributed mode start to finish, and manual switches both ways: the sink
 //! must receive exactly what a pure in-process run delivers.
 
-use ringweave::{ExecutionMode, Mode, Pipeline, SwitchOutcome};
-use std::sync::{Arc, Mutex};
+mod hybrid_support;
 
-fn collector<T: Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl FnMut(T) + Send + 'static) {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let sink_out = Arc::clone(&out);
-    (out, move |x| sink_out.lock().unwrap().push(x))
-}
+use hybrid_support::collector;
+use ringweave::{ExecutionMode, Mode, Pipeline, SwitchOutcome};
+use std::sync::Arc;
 
 const N: u64 = if cfg!(debug_assertions) {
     100_000

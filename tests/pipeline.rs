@@ -1,15 +1,11 @@
 //! In-process pipelines against the same computation done with plain
 //! iterators, failure propagation and configuration checks.
 
+mod hybrid_support;
+
+use hybrid_support::collector;
 use ringweave::{Error, ExecutionMode, HybridConfig, Pipeline};
 use std::sync::{Arc, Mutex};
-
-/// A sink that collects into a shared Vec.
-fn collector<T: Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl FnMut(T) + Send + 'static) {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let sink_out = Arc::clone(&out);
-    (out, move |x| sink_out.lock().unwrap().push(x))
-}
 
 fn take<T>(out: Arc<Mutex<Vec<T>>>) -> Vec<T> {
     std::mem::take(&mut *out.lock().unwrap())

@@ -3,8 +3,12 @@
 //! The bottom layer of [ringweave](https://docs.rs/ringweave):
 //!
 //! - [`index`]: the single-producer/single-consumer index protocol that both
-//!   the in-process ring (`ringweave::ring`) and the shared-memory record ring
-//!   use, generic over where the indices live (heap or a shared segment);
+//!   the in-process [`ring`] and the shared-memory record ring use, generic
+//!   over where the indices live (heap or a shared segment);
+//! - [`ring`]: the in-process SPSC ring (`ringweave::ring` re-exports it);
+//! - [`control`]: the per-stage control word of the switch barrier and the
+//!   table of them that worker processes share (internal to ringweave's
+//!   engine; public so that `loom-tests` can check it);
 //! - [`wait`]: the tiered spin → yield → sleep wait and the waiter-flag
 //!   handshake that makes a wake-up cost nothing unless someone sleeps;
 //! - [`sync`]: the loom shim every one of those is written against;
@@ -86,6 +90,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod control;
 pub mod fence;
 #[cfg(not(ringweave_loom))]
 pub mod futex;
@@ -93,6 +98,7 @@ pub mod index;
 pub mod record;
 #[cfg(not(ringweave_loom))]
 pub mod record_ring;
+pub mod ring;
 #[cfg(not(ringweave_loom))]
 pub mod segment;
 pub mod sync;

@@ -443,7 +443,8 @@ impl fmt::Display for RecordError {
                 readable,
             } => write!(
                 f,
-                "damaged frame at ring position {position}: length word {len:#x}, check word {check:#x}, {readable} bytes readable"
+                "damaged frame at ring position {position}: length word {len:#x}, \
+                 check word {check:#x}, {readable} bytes readable"
             ),
         }
     }

@@ -334,9 +334,8 @@ impl RecordRing {
     /// chiplets or sockets). The producer prefetches small records' lines
     /// ahead of it, which hides most of that; large records pay it. An arena
     /// larger than the consumer's caches sidesteps it, at the price of
-    /// memory traffic: on this project's 2-vCPU bench VM, with the vCPUs far
-    /// apart and no prefetch, 200k 144-byte records took 27 ms through a
-    /// 1 MiB arena, 6–10 ms through 16 MiB and 5.5 ms through 64 MiB.
+    /// memory traffic (docs/PERF.md, "Measured design choices", has the
+    /// numbers).
     ///
     /// # Errors
     ///

@@ -1,11 +1,10 @@
 //! Loom model of the switch barrier: the per-stage pause handshake of
-//! `src/control.rs` (`StageControl`), driven the way `src/coordinator.rs`
-//! drives it, over real rings woken through `RingWaker::wake`.
+//! `ringweave_ipc::control` (`StageControl`), driven the way ringweave's
+//! `src/coordinator/` drives it, over real rings woken through
+//! `RingWaker::wake`.
 //!
-//! `StageControl` is `pub(crate)` in `ringweave`, so this file compiles
-//! `src/control.rs` itself (a `#[path]` module: the same source, not a copy).
 //! The stage loops and the coordinator are small models of `src/stage.rs`
-//! and `src/coordinator.rs` (which need the whole executor): a stage checks
+//! and `src/coordinator/` (which need the whole engine): a stage checks
 //! `interrupted()` at every item boundary and while it waits for input
 //! (`wait_for_items` with `interrupt = interrupted()`), accepts with
 //! `try_pause` and hands itself (its ring ends) to the coordinator; it
@@ -45,16 +44,12 @@
 //!   instead, the coordinator receives its hand-over.
 #![cfg(ringweave_loom)]
 
-#[path = "../../src/control.rs"]
-#[allow(dead_code, unused_imports)]
-mod control;
-
-use control::StageControl;
 use loom::sync::atomic::Ordering;
 use loom::sync::Arc;
 use loom_tests::{check_bounded, spawn, Joiner};
-use ringweave::ring::{channel, Consumer, Producer, RingWaker, WaitOutcome};
-use ringweave::WaitStrategy;
+use ringweave_ipc::control::StageControl;
+use ringweave_ipc::ring::{channel, Consumer, Producer, RingWaker, WaitOutcome};
+use ringweave_ipc::wait::WaitStrategy;
 
 /// Slots per ring: 1, so a stage waits for room and for items.
 const CAPACITY: usize = 1;

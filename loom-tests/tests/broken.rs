@@ -28,8 +28,8 @@ use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{check, spawn};
-use ringweave::ring::{channel, PopError};
-use ringweave::WaitStrategy;
+use ringweave_ipc::ring::{channel, PopError};
+use ringweave_ipc::wait::WaitStrategy;
 use ringweave_ipc::wait::{self, Sleeper, ThreadSleeper, IDLE, WAITING};
 
 /// Must fail with "Causality violation".

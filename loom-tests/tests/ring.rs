@@ -1,8 +1,8 @@
-//! Loom model of the in-process SPSC ring (`ringweave::ring`) and the index
+//! Loom model of the in-process SPSC ring (`ringweave_ipc::ring`, which ringweave re-exports as `ringweave::ring`) and the index
 //! protocol under it (`ringweave_ipc::index`).
 //!
 //! One producer thread and one consumer thread move 3–6 [`Tracked`] items
-//! through `ringweave::ring::channel` with capacities 1–4 (3 is not a power of
+//! through `ringweave_ipc::ring::channel` with capacities 1–4 (3 is not a power of
 //! two, so exact capacity over rounded-up storage is covered; 1 and 2 force
 //! wrap-around on every item or two), using
 //!
@@ -34,8 +34,8 @@
 
 use loom::thread;
 use loom_tests::{check, spawn, DropLog, Tracked};
-use ringweave::ring::{channel, Consumer, PopError, Producer, PushError, WaitOutcome};
-use ringweave::WaitStrategy;
+use ringweave_ipc::ring::{channel, Consumer, PopError, Producer, PushError, WaitOutcome};
+use ringweave_ipc::wait::WaitStrategy;
 
 /// Capacities and item counts of the single-item models: every capacity 1–4
 /// with every count 3–6.

@@ -35,8 +35,8 @@ use loom::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use loom_tests::{check, spawn};
-use ringweave::ring::{channel, WaitOutcome};
-use ringweave::WaitStrategy;
+use ringweave_ipc::ring::{channel, WaitOutcome};
+use ringweave_ipc::wait::WaitStrategy;
 use ringweave_ipc::wait::{self, Sleeper, ThreadSleeper, IDLE, WAITING};
 use std::time::{Duration, Instant};
 

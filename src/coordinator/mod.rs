@@ -21,7 +21,6 @@
 mod switch;
 
 use crate::config::{ExecutionMode, Mode};
-use crate::control::ControlTable;
 use crate::distributed::{switch_timeout, Distributed, Run};
 use crate::edge::Moved;
 use crate::edge::{install_stamp_rings, EdgeSpec};
@@ -33,10 +32,11 @@ use crate::monitor::{policy, RateWindow};
 use crate::plan::{Options, Plan};
 use crate::port::StageExit;
 use crate::report::{RunReport, StageReport};
-use crate::ring::RingWaker;
 use crate::shared::Shared;
 use crate::stage::{Ctx, ErasedStage};
 use crate::topology::{NodeId, Placement, Topology};
+use ringweave_ipc::control::ControlTable;
+use ringweave_ipc::ring::RingWaker;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -310,9 +310,9 @@ impl Coordinator {
     fn run_to_end(&mut self) -> Result<RunReport, Error> {
         // Registering the process for cross-process barriers (what a shared
         // ring's first handle needs, see `ringweave_ipc::fence`) waits for
-        // an RCU grace period once threads exist: 10-19 ms measured with
-        // four idle threads (the first switch pause was 9-25 ms with it).
-        // Once per process, and now rather than inside a switch's pause.
+        // an RCU grace period once threads exist, milliseconds (docs/PERF.md,
+        // "Measured design choices"). Once per process, and now rather than
+        // inside a switch's pause.
         ringweave_ipc::fence::init_shared();
         if let ExecutionMode::Distributed = self.options.mode {
             self.start_distributed();
@@ -420,6 +420,14 @@ impl Coordinator {
             Command::Switch { to, reply } => {
                 let result = if self.aborting || self.failure.is_some() {
                     Err(Error::NotRunning)
+                } else if to == Mode::Distributed && !self.shared.controls.is_shared() {
+                    // The control table fell back to the heap at start (see
+                    // the warning logged then): no worker could share it.
+                    Err(Error::Unsupported {
+                        what: "switching to distributed mode: this run's control table is \
+                               not in shared memory (creating the segment failed at start)"
+                            .into(),
+                    })
                 } else {
                     Ok(self.switch(to, SwitchReason::Manual))
                 };

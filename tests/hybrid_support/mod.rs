@@ -1,4 +1,5 @@
-//! Helpers shared by `hybrid_failures.rs` and `hybrid_crashes.rs`: the
+//! Helpers shared by the integration tests (first written for
+//! `hybrid_failures.rs` and `hybrid_crashes.rs`): the
 //! leftover-process and leftover-thread checks, bounded waits, and the small
 //! pipelines both files use.
 //!

@@ -47,10 +47,10 @@ pub struct RecordProducer<T> {
 /// The lines a producer writes were last read by the consumer, a lap ago,
 /// and are still in the consumer's cache. A store to such a line waits for
 /// the other core to give it up, and stores leave the store buffer in order,
-/// so a serializer's small stores wait for one line at a time: on this
-/// project's bench machine, 100-byte-string records went 4.6 times slower
-/// when producer and consumer ran on far-apart cores. Asking for the lines
-/// early overlaps those waits. Only whole lines the consumer has released
+/// so a serializer's small stores wait for one line at a time, several times
+/// slower when producer and consumer run on far-apart cores (docs/PERF.md,
+/// "Measured design choices"). Asking for the lines early overlaps those
+/// waits. Only whole lines the consumer has released
 /// are prefetched: the one holding its position may still be read.
 const PREFETCH_AHEAD: u64 = 2048;
 

@@ -1,7 +1,7 @@
 //! A bounded, lock-free, single-producer single-consumer ring that moves `T`
 //! by value.
 //!
-//! The index protocol is `ringweave_ipc::index` (rtrb's and the Disruptor's:
+//! The index protocol is [`index`](crate::index) (rtrb's and the Disruptor's:
 //! two monotonic positions, each side caching the other's, one Release store
 //! per hand-over); the same code drives the shared-memory record ring, and
 //! loom checks it in `loom-tests/tests/ring.rs`.
@@ -9,12 +9,12 @@
 //! On top of the non-blocking [`Producer::push`] / [`Consumer::pop`] and the
 //! chunk API ([`Producer::write_chunk_uninit`], [`Consumer::read_chunk`]), the
 //! blocking operations wait in tiers — spin, yield, park — and a waiter flag
-//! makes the wake-up free when nobody sleeps (see `ringweave_ipc::wait`).
+//! makes the wake-up free when nobody sleeps (see [`wait`]).
 //!
 //! # Examples
 //!
 //! ```
-//! let (mut tx, mut rx) = ringweave::ring::channel::<u64>(4);
+//! let (mut tx, mut rx) = ringweave_ipc::ring::channel::<u64>(4);
 //! let producer = std::thread::spawn(move || {
 //!     for i in 0..100 {
 //!         tx.push_blocking(i).unwrap();
@@ -25,9 +25,9 @@
 //! assert_eq!(received, (0..100).collect::<Vec<_>>());
 //! ```
 
-use ringweave_ipc::index::{ConsumerCursor, ProducerCursor, RingIndex};
-use ringweave_ipc::sync::{Arc, UnsafeCell};
-use ringweave_ipc::wait::{self, ThreadSleeper, WaitStrategy};
+use crate::index::{ConsumerCursor, ProducerCursor, RingIndex};
+use crate::sync::{Arc, UnsafeCell};
+use crate::wait::{self, ThreadSleeper, WaitStrategy};
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 /// # Examples
 ///
 /// ```
-/// let (mut tx, mut rx) = ringweave::ring::channel(2);
+/// let (mut tx, mut rx) = ringweave_ipc::ring::channel(2);
 /// tx.push('a').unwrap();
 /// tx.push('b').unwrap();
 /// assert!(tx.push('c').is_err()); // full: capacity is exact
@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     assert!(capacity > 0, "ring capacity must be at least 1");
     // Before any handle exists: the handles' waits use asymmetric fences.
-    ringweave_ipc::fence::init();
+    crate::fence::init();
     // Checked: above 2^(usize::BITS - 1) `next_power_of_two` overflows, and
     // in a release build it wraps to 0, which would leave no storage behind a
     // mask of all ones (out-of-bounds writes from safe code).
@@ -472,7 +472,8 @@ impl<T> Producer<T> {
     /// about to be), so items written with `write_staged` should be
     /// published now rather than held back to fill a batch.
     #[inline]
-    pub(crate) fn is_drained(&self) -> bool {
+    #[doc(hidden)]
+    pub fn is_drained(&self) -> bool {
         self.cursor.is_drained(&self.shared.index)
     }
 
@@ -508,7 +509,7 @@ impl<T> Producer<T> {
     /// # Examples
     ///
     /// ```
-    /// let (mut tx, mut rx) = ringweave::ring::channel::<u32>(8);
+    /// let (mut tx, mut rx) = ringweave_ipc::ring::channel::<u32>(8);
     /// let chunk = tx.write_chunk_uninit(5).unwrap();
     /// assert_eq!(chunk.fill_from_iter(10..), 5);
     /// assert_eq!(rx.slots(), 5);
@@ -551,7 +552,8 @@ impl<T> Producer<T> {
     /// [`slots`](Self::slots) (or a `Ready` wait), and each offset is written
     /// once before [`publish_staged`](Self::publish_staged) covers it.
     #[inline]
-    pub(crate) unsafe fn write_staged(&mut self, offset: usize, value: T) {
+    #[doc(hidden)]
+    pub unsafe fn write_staged(&mut self, offset: usize, value: T) {
         // SAFETY: per the contract, position + offset is a free slot that
         // only the producer touches.
         unsafe {
@@ -563,7 +565,8 @@ impl<T> Producer<T> {
     /// Publishes the first `n` slots written with
     /// [`write_staged`](Self::write_staged).
     #[inline]
-    pub(crate) fn publish_staged(&mut self, n: usize) {
+    #[doc(hidden)]
+    pub fn publish_staged(&mut self, n: usize) {
         self.commit_written(n);
     }
 
@@ -594,7 +597,8 @@ impl<T> Drop for Producer<T> {
 /// what was written is published, so no item is dropped twice or lost from
 /// the output side.
 #[cfg(not(ringweave_loom))]
-pub(crate) fn map_chunk<In, Out>(
+#[doc(hidden)]
+pub fn map_chunk<In, Out>(
     input: &mut Consumer<In>,
     output: &mut Producer<Out>,
     max: usize,
@@ -895,7 +899,7 @@ impl<T> Consumer<T> {
     /// # Examples
     ///
     /// ```
-    /// let (mut tx, mut rx) = ringweave::ring::channel::<u32>(8);
+    /// let (mut tx, mut rx) = ringweave_ipc::ring::channel::<u32>(8);
     /// tx.write_chunk_uninit(3).unwrap().fill_from_iter([1, 2, 3]);
     /// let sum: u32 = rx.read_chunk(3).unwrap().into_iter().sum();
     /// assert_eq!(sum, 6);

@@ -20,31 +20,62 @@
 //! coordinator's event channel, which orders everything the stage did before
 //! pausing before everything the coordinator does with it.
 
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
-use ringweave_ipc::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// The stage runs.
-pub(crate) const RUNNING: u32 = 0;
-/// The coordinator asks the stage to pause.
-pub(crate) const PAUSE_REQUESTED: u32 = 1;
-/// The stage accepted: it stops and hands itself over.
-pub(crate) const PAUSING: u32 = 2;
-/// Worker processes only: paused, state saved, waiting for a decision.
-pub(crate) const PAUSED: u32 = 3;
-/// Worker processes only: the coordinator's decision "carry on".
-pub(crate) const RESUME: u32 = 4;
-/// Worker processes only: the coordinator's decision "leave".
-pub(crate) const EXIT: u32 = 5;
-/// Stop now: the run is being torn down. Overrides every other state.
-pub(crate) const ABORT: u32 = 6;
+/// The values of a stage's command word.
+///
+/// `Running`, `PauseRequested` and `Pausing` are the pause handshake (module
+/// docs); `Paused`, `Resume` and `Exit` are the worker protocol after a
+/// worker accepted; `Abort` overrides everything.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// The stage runs.
+    Running = 0,
+    /// The coordinator asks the stage to pause.
+    PauseRequested = 1,
+    /// The stage accepted: it stops and hands itself over.
+    Pausing = 2,
+    /// Worker processes only: paused, state saved, waiting for a decision.
+    Paused = 3,
+    /// Worker processes only: the coordinator's decision "carry on".
+    Resume = 4,
+    /// Worker processes only: the coordinator's decision "leave".
+    Exit = 5,
+    /// Stop now: the run is being torn down. Overrides every other state.
+    Abort = 6,
+}
+
+impl Cmd {
+    /// The command a word holds. Only this module and [`StageControl`]'s
+    /// methods store the word, always from a `Cmd`, so an unknown value is
+    /// a corrupted segment; it reads as `Abort`, which stops the stage.
+    #[inline]
+    fn from_word(word: u32) -> Self {
+        match word {
+            0 => Cmd::Running,
+            1 => Cmd::PauseRequested,
+            2 => Cmd::Pausing,
+            3 => Cmd::Paused,
+            4 => Cmd::Resume,
+            5 => Cmd::Exit,
+            _ => Cmd::Abort,
+        }
+    }
+}
+
+const RUNNING: u32 = Cmd::Running as u32;
+const PAUSE_REQUESTED: u32 = Cmd::PauseRequested as u32;
+const PAUSING: u32 = Cmd::Pausing as u32;
+const ABORT: u32 = Cmd::Abort as u32;
 
 /// One stage's control block. `#[repr(C)]` with fixed-width atomics so it
 /// can live in a shared segment where worker processes update it too.
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct StageControl {
-    /// `RUNNING`, `PAUSE_REQUESTED`, `PAUSING`; for workers also `PAUSED`,
-    /// `RESUME`, `EXIT`. A futex word when in shared memory.
+pub struct StageControl {
+    /// A [`Cmd`], as a `u32`. A futex word when in shared memory.
     cmd: CachePadded<AtomicU32>,
     /// Items the stage has taken from its input, ever. Stored only by the
     /// stage (single writer), read by the monitor.
@@ -56,7 +87,7 @@ pub(crate) struct StageControl {
 impl StageControl {
     /// Whether the run is being torn down: the stage must stop at once.
     #[inline]
-    pub(crate) fn is_aborted(&self) -> bool {
+    pub fn is_aborted(&self) -> bool {
         // Relaxed: a stop order carries no data; the caller's wake-up (the
         // fence in `wait::notify`) makes a sleeping stage see it.
         self.cmd.load(Ordering::Relaxed) == ABORT
@@ -65,14 +96,14 @@ impl StageControl {
     /// Whether anything asks the stage to stop waiting: a pause request or
     /// an abort.
     #[inline]
-    pub(crate) fn interrupted(&self) -> bool {
+    pub fn interrupted(&self) -> bool {
         // Relaxed: as in `is_aborted`.
         matches!(self.cmd.load(Ordering::Relaxed), PAUSE_REQUESTED | ABORT)
     }
 
     /// Orders the stage to stop (the run is being torn down). The caller
     /// then wakes the stage's rings.
-    pub(crate) fn request_abort(&self) {
+    pub fn request_abort(&self) {
         // Relaxed: as in `request_pause`.
         self.cmd.store(ABORT, Ordering::Relaxed);
     }
@@ -80,7 +111,7 @@ impl StageControl {
     /// Accepts a pending pause request. `true`: the stage must stop now and
     /// hand itself over; `false`: no request (or it was cancelled) — go on.
     #[inline]
-    pub(crate) fn try_pause(&self) -> bool {
+    pub fn try_pause(&self) -> bool {
         // SYNC POINT: pause-decision. Races only `cancel_pause`; RMWs on one
         // word are totally ordered, so exactly one of them wins. The stage's
         // data travels through the event channel, not this word, hence
@@ -97,8 +128,8 @@ impl StageControl {
 
     /// Asks the stage to pause. The caller then wakes the stage's rings so a
     /// sleeping stage sees it (the ring's notify fence orders this store
-    /// before the wake check; see `ringweave_ipc::wait`).
-    pub(crate) fn request_pause(&self) {
+    /// before the wake check; see `crate::wait`).
+    pub fn request_pause(&self) {
         // Relaxed: ordered against the stage's sleep by the SeqCst fence in
         // `wait::notify`, which the caller runs next.
         self.cmd.store(PAUSE_REQUESTED, Ordering::Relaxed);
@@ -106,7 +137,7 @@ impl StageControl {
 
     /// Withdraws a pause request. `true`: the stage had not accepted it and
     /// now never will. `false`: it already accepted; its hand-over is coming.
-    pub(crate) fn cancel_pause(&self) -> bool {
+    pub fn cancel_pause(&self) -> bool {
         // SYNC POINT: pause-decision (see `try_pause`).
         self.cmd
             .compare_exchange(
@@ -119,7 +150,7 @@ impl StageControl {
     }
 
     /// Clears the word before a paused stage is resumed.
-    pub(crate) fn reset(&self) {
+    pub fn reset(&self) {
         // Relaxed: the stage is not running; the thread spawn that resumes it
         // orders this store before its first load.
         self.cmd.store(RUNNING, Ordering::Relaxed);
@@ -127,20 +158,48 @@ impl StageControl {
 
     /// Publishes the stage's counters (single writer: plain stores).
     #[inline]
-    pub(crate) fn record(&self, items_in: u64, items_out: u64) {
+    pub fn record(&self, items_in: u64, items_out: u64) {
         // Relaxed: monotonic counters read by the monitor for rates; no data
         // hangs on them.
         self.items_in.store(items_in, Ordering::Relaxed);
         self.items_out.store(items_out, Ordering::Relaxed);
     }
 
-    /// The command word itself, for the worker protocol's futex waits.
-    pub(crate) fn cmd(&self) -> &AtomicU32 {
+    /// The command word, read with `order` (the worker protocol: see
+    /// `ringweave`'s `child.rs` and `distributed.rs` for the pairs).
+    #[inline]
+    pub fn load_cmd(&self, order: Ordering) -> Cmd {
+        Cmd::from_word(self.cmd.load(order))
+    }
+
+    /// Stores `cmd` with `order` (the worker protocol's decisions).
+    #[inline]
+    pub fn store_cmd(&self, cmd: Cmd, order: Ordering) {
+        self.cmd.store(cmd as u32, order);
+    }
+
+    /// Replaces `current` by `new` if the word holds `current`; whether it
+    /// did.
+    #[inline]
+    pub fn replace_cmd(
+        &self,
+        current: Cmd,
+        new: Cmd,
+        success: Ordering,
+        failure: Ordering,
+    ) -> bool {
+        self.cmd
+            .compare_exchange(current as u32, new as u32, success, failure)
+            .is_ok()
+    }
+
+    /// The command word itself, for futex waits and wakes on it.
+    pub fn cmd_word(&self) -> &AtomicU32 {
         &self.cmd
     }
 
     /// `(items_in, items_out)` as last published.
-    pub(crate) fn counts(&self) -> (u64, u64) {
+    pub fn counts(&self) -> (u64, u64) {
         // Relaxed: see `record`.
         (
             self.items_in.load(Ordering::Relaxed),
@@ -149,19 +208,36 @@ impl StageControl {
     }
 }
 
-/// Worker status: forked, not yet attached to its rings.
-pub(crate) const STARTING: u32 = 0;
-/// Worker status: attached and running its stage loop.
-pub(crate) const READY: u32 = 1;
-/// Worker status: told to leave, it has let go of its control word and
-/// only exits from here.
-pub(crate) const LEAVING: u32 = 2;
-/// Worker status: finished its stage (end of stream, output closed) and
-/// exits 0 from here. Lets the coordinator tell a finished worker from a
-/// crashed one when someone else took its exit status.
-pub(crate) const FINISHED: u32 = 3;
+/// What a worker process reports about itself in its [`StageSlot`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// Forked, not yet attached to its rings.
+    Starting = 0,
+    /// Attached and running its stage loop.
+    Ready = 1,
+    /// Told to leave, it has let go of its control word and only exits from
+    /// here.
+    Leaving = 2,
+    /// Finished its stage (end of stream, output closed) and exits 0 from
+    /// here. Lets the coordinator tell a finished worker from a crashed one
+    /// when someone else took its exit status.
+    Finished = 3,
+}
 
-/// Largest accepted [`max_state_bytes`](crate::Pipeline::max_state_bytes):
+impl WorkerStatus {
+    fn from_word(word: u32) -> Option<Self> {
+        Some(match word {
+            0 => WorkerStatus::Starting,
+            1 => WorkerStatus::Ready,
+            2 => WorkerStatus::Leaving,
+            3 => WorkerStatus::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// Largest accepted `max_state_bytes` (ringweave's `Pipeline::max_state_bytes`):
 /// 1 GiB. Every stage gets a state area of this size in the shared control
 /// segment (address space, touched only as far as a state is written), so
 /// the bound keeps `stages × (state + error area)` far from overflowing,
@@ -172,18 +248,40 @@ pub const MAX_STATE_BYTES: usize = 1 << 30;
 /// worker process reports through shared memory.
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct StageSlot {
+pub struct StageSlot {
+    /// The stage's control block.
     pub control: StageControl,
-    /// `STARTING` or `READY` (worker processes only). A futex word.
-    pub status: CachePadded<AtomicU32>,
+    /// A [`WorkerStatus`] (worker processes only). A futex word: use
+    /// [`status`](Self::status) and [`set_status`](Self::set_status).
+    status: CachePadded<AtomicU32>,
     /// Bytes of archived state the worker saved at its last pause, or 0.
-    /// Stored by the worker before it stores `PAUSED` (Release).
+    /// Stored by the worker before it stores `Paused` (Release).
     pub state_len: AtomicU64,
     /// Bytes of the error message the worker left before it exited, or 0.
     pub error_len: AtomicU64,
     /// Process id of the stage's worker while one runs, else 0. Written by
     /// the coordinator; read by the handle (Relaxed: informational).
     pub pid: AtomicU32,
+}
+
+impl StageSlot {
+    /// The worker's status, read with `order`; `None` for a word no
+    /// `WorkerStatus` made (a corrupted segment).
+    #[inline]
+    pub fn status(&self, order: Ordering) -> Option<WorkerStatus> {
+        WorkerStatus::from_word(self.status.load(order))
+    }
+
+    /// Stores the worker's status with `order`.
+    #[inline]
+    pub fn set_status(&self, status: WorkerStatus, order: Ordering) {
+        self.status.store(status as u32, order);
+    }
+
+    /// The status word itself, for futex waits and wakes on it.
+    pub fn status_word(&self) -> &AtomicU32 {
+        &self.status
+    }
 }
 
 /// Bytes each stage may leave as an error message.
@@ -196,12 +294,12 @@ enum Storage {
     /// Runs that may fork: a shared segment that worker processes inherit,
     /// followed by each stage's state and error areas.
     #[cfg(not(ringweave_loom))]
-    Segment(#[allow(dead_code)] ringweave_ipc::segment::Segment),
+    Segment(#[allow(dead_code)] crate::segment::Segment),
 }
 
 /// The control blocks of every stage, source first, in memory that the
 /// stages' threads and worker processes all see.
-pub(crate) struct ControlTable {
+pub struct ControlTable {
     /// `len` slots. Points into `storage`, which lives as long as `self`.
     slots: std::ptr::NonNull<StageSlot>,
     len: usize,
@@ -219,7 +317,7 @@ unsafe impl Sync for ControlTable {}
 
 impl ControlTable {
     /// A table on the heap, for runs that never fork.
-    pub(crate) fn heap(len: usize) -> Self {
+    pub fn heap(len: usize) -> Self {
         let mut slots: Box<[StageSlot]> = (0..len).map(|_| StageSlot::default()).collect();
         let ptr = std::ptr::NonNull::new(slots.as_mut_ptr()).expect("Box pointer is non-null");
         Self {
@@ -240,7 +338,7 @@ impl ControlTable {
     /// `state_capacity` by `MAX_STATE_BYTES`, so only a huge `len` could);
     /// [`ControlTableError::Segment`] if the segment cannot be made.
     #[cfg(not(ringweave_loom))]
-    pub(crate) fn shared(len: usize, state_capacity: usize) -> Result<Self, ControlTableError> {
+    pub fn shared(len: usize, state_capacity: usize) -> Result<Self, ControlTableError> {
         let too_large = move || ControlTableError::TooLarge {
             stages: len,
             state_capacity,
@@ -259,7 +357,7 @@ impl ControlTable {
             .and_then(|stride| stride.checked_mul(len))
             .and_then(|area_bytes| area_bytes.checked_add(table_bytes))
             .ok_or_else(too_large)?;
-        let segment = ringweave_ipc::segment::Segment::create("ringweave-control", total)
+        let segment = crate::segment::Segment::create("ringweave-control", total)
             .map_err(ControlTableError::Segment)?;
         let base = segment
             .region(0, total)
@@ -281,12 +379,12 @@ impl ControlTable {
     }
 
     /// Number of stages.
-    pub(crate) fn len(&self) -> usize {
+    pub fn stages(&self) -> usize {
         self.len
     }
 
     /// Whether the table is in shared memory (worker processes can use it).
-    pub(crate) fn is_shared(&self) -> bool {
+    pub fn is_shared(&self) -> bool {
         self.areas.is_some()
     }
 
@@ -296,7 +394,7 @@ impl ControlTable {
     ///
     /// If `index` is out of range (a coordinator bug).
     #[inline]
-    pub(crate) fn slot(&self, index: usize) -> &StageSlot {
+    pub fn slot(&self, index: usize) -> &StageSlot {
         assert!(index < self.len, "stage {index} of {}", self.len);
         // SAFETY: in range, initialised (zeroed or constructed), and alive
         // as long as `self`.
@@ -305,15 +403,17 @@ impl ControlTable {
 
     /// The control block of stage `index`.
     #[inline]
-    pub(crate) fn get(&self, index: usize) -> &StageControl {
+    pub fn get(&self, index: usize) -> &StageControl {
         &self.slot(index).control
     }
 
     /// The state area of stage `index` (16-byte aligned) and its length, in
     /// a shared table. Written only by the stage's worker while it is
-    /// `PAUSING` (before it stores `PAUSED` with Release), read only by the
-    /// coordinator after it loads `PAUSED` with Acquire.
-    pub(crate) fn state_area(&self, index: usize) -> Option<(*mut u8, usize)> {
+    /// `Pausing` (before it stores `Paused` with Release), read only by the
+    /// coordinator after it loads `Paused` with Acquire: see
+    /// [`state_area_mut`](Self::state_area_mut) and
+    /// [`saved_state`](Self::saved_state).
+    fn state_area(&self, index: usize) -> Option<(*mut u8, usize)> {
         let (areas, state_capacity) = self.areas?;
         assert!(index < self.len);
         let stride = state_capacity + ERROR_AREA;
@@ -333,8 +433,9 @@ impl ControlTable {
     }
 
     /// The error area of stage `index`: written by its worker just before
-    /// it exits with a failure, read by the coordinator after reaping it.
-    pub(crate) fn error_area(&self, index: usize) -> Option<(*mut u8, usize)> {
+    /// it exits with a failure, read by the coordinator after that (see
+    /// [`leave_error`](Self::leave_error) and [`read_error`](Self::read_error)).
+    fn error_area(&self, index: usize) -> Option<(*mut u8, usize)> {
         let (areas, state_capacity) = self.areas?;
         assert!(index < self.len);
         let stride = state_capacity + ERROR_AREA;
@@ -347,12 +448,93 @@ impl ControlTable {
             ERROR_AREA,
         ))
     }
+
+    /// The whole state area of stage `index`, to archive a state into
+    /// (`None` on the heap).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the worker of stage `index`, pausing: it has accepted a
+    /// pause and not yet stored `Paused`. Nothing else reads or writes the
+    /// area until then, and the caller stops using the slice before it
+    /// stores `Paused` (with Release).
+    // A `&mut` from `&self`: the area is shared memory that the worker
+    // protocol, not the borrow checker, hands to one writer at a time; the
+    // contract above is that protocol.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn state_area_mut(&self, index: usize) -> Option<&mut [u8]> {
+        let (area, capacity) = self.state_area(index)?;
+        // SAFETY: `state_area` returns `capacity` mapped bytes that live as
+        // long as `self`; the caller's contract makes this the only access.
+        Some(unsafe { std::slice::from_raw_parts_mut(area, capacity) })
+    }
+
+    /// The first `len` bytes of stage `index`'s state area (at most its
+    /// capacity): the state its worker saved at its last pause.
+    ///
+    /// # Safety
+    ///
+    /// The worker of stage `index` has stored `Paused`, the caller loaded it
+    /// with Acquire, and the worker writes nothing more until told to
+    /// resume, for as long as the slice lives.
+    pub unsafe fn saved_state(&self, index: usize, len: usize) -> Option<&[u8]> {
+        let (area, capacity) = self.state_area(index)?;
+        // SAFETY: inside the mapped area (`len` clamped to its capacity),
+        // written before the Release store the caller acquired, and not
+        // written again while the slice lives (the caller's contract).
+        Some(unsafe { std::slice::from_raw_parts(area, len.min(capacity)) })
+    }
+
+    /// Leaves `message` (cut to the area's 4 KiB) in stage `index`'s error
+    /// area and publishes its length with Release, for
+    /// [`read_error`](Self::read_error). Nothing on the heap.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the worker of stage `index`, about to exit: the only
+    /// writer of this area, and no reader reads it before the length is
+    /// published.
+    pub unsafe fn leave_error(&self, index: usize, message: &str) {
+        let Some((area, capacity)) = self.error_area(index) else {
+            return;
+        };
+        let bytes = message.as_bytes();
+        let len = bytes.len().min(capacity);
+        // SAFETY: `len` bytes inside the mapped area, which only the caller
+        // writes (its contract); the reader reads after the Release below.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len) };
+        // Release: publishes the bytes to `read_error`'s Acquire.
+        self.slot(index)
+            .error_len
+            .store(len as u64, Ordering::Release);
+    }
+
+    /// The message stage `index`'s worker left with
+    /// [`leave_error`](Self::leave_error), or an empty string.
+    ///
+    /// # Safety
+    ///
+    /// The worker of stage `index` writes no error message while this runs:
+    /// it has exited, or waits for a decision (a worker writes its message
+    /// only on its way out).
+    pub unsafe fn read_error(&self, index: usize) -> String {
+        // Acquire: pairs with the Release in `leave_error`.
+        let len = self.slot(index).error_len.load(Ordering::Acquire) as usize;
+        let Some((area, capacity)) = self.error_area(index) else {
+            return String::new();
+        };
+        // SAFETY: `len <= capacity` bytes inside the mapped area, written
+        // before the Release store of `len` loaded above, and not written
+        // again (the caller's contract).
+        let bytes = unsafe { std::slice::from_raw_parts(area, len.min(capacity)) };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
 }
 
 /// Why [`ControlTable::shared`] failed.
 #[cfg(not(ringweave_loom))]
 #[derive(Debug)]
-pub(crate) enum ControlTableError {
+pub enum ControlTableError {
     /// The segment's size (`stages` slots, plus a state area of
     /// `state_capacity` bytes and an error area per stage) does not fit in
     /// `usize`.
@@ -363,7 +545,7 @@ pub(crate) enum ControlTableError {
         state_capacity: usize,
     },
     /// Creating or mapping the segment failed.
-    Segment(ringweave_ipc::segment::SegmentError),
+    Segment(crate::segment::SegmentError),
 }
 
 #[cfg(not(ringweave_loom))]
