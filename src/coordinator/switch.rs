@@ -112,29 +112,61 @@ impl Coordinator {
         Some(self.shared.names[ended.0].clone())
     }
 
-    fn switch_out(&mut self) -> Transaction {
-        let t0 = Instant::now();
+    /// The barrier: pauses every node in `Topology::barrier_order` (feeders
+    /// first), a node on a thread through its event channel
+    /// (`pause_thread`), a node in a worker through its control word
+    /// (`pause_worker`). `Ok` once the coordinator holds them all; `Err`
+    /// with the transaction to report otherwise, everything paused so far
+    /// resumed.
+    fn barrier(&mut self, t0: Instant) -> Result<(), Transaction> {
         if let Some(stage) = self.draining() {
-            return Transaction::refused(format!(
+            return Err(Transaction::refused(format!(
                 "stage `{stage}` has finished: the pipeline is draining"
-            ));
+            )));
         }
         let deadline = t0 + self.switch_timeout();
         for node in self.topology().barrier_order().to_vec() {
-            if !self.pause_thread(node, deadline) {
-                self.resume_threads();
-                return Transaction::timed_out(self.timed_out(node), t0);
+            let in_worker = self.mode == Mode::Distributed
+                && self.topology().placement(node) == Placement::Worker;
+            let reached = if in_worker {
+                self.pause_worker(node, deadline)
+            } else {
+                self.pause_thread(node, deadline)
+            };
+            if self.failure.is_some() {
+                // Everything is being torn down (`fail` aborted it).
+                return Err(Transaction::rolled_back(
+                    "the run failed during the switch".into(),
+                    t0,
+                ));
+            }
+            if !reached {
+                self.undo_pause();
+                return Err(Transaction::timed_out(self.timed_out(node), t0));
             }
         }
         if let Some(stage) = self.draining() {
-            self.resume_threads();
-            return Transaction::rolled_back(
+            self.undo_pause();
+            return Err(Transaction::rolled_back(
                 format!("stage `{stage}` finished during the switch"),
                 t0,
-            );
+            ));
         }
-        if self.failure.is_some() {
-            return Transaction::rolled_back("the run failed during the switch".into(), t0);
+        Ok(())
+    }
+
+    /// Resumes what the barrier paused, in the current mode.
+    fn undo_pause(&mut self) {
+        match self.mode {
+            Mode::InProcess => self.resume_threads(),
+            Mode::Distributed => self.resume_distributed(),
+        }
+    }
+
+    fn switch_out(&mut self) -> Transaction {
+        let t0 = Instant::now();
+        if let Err(refused) = self.barrier(t0) {
+            return refused;
         }
         let entered = self.enter_distributed();
         self.resume_threads();
@@ -146,31 +178,8 @@ impl Coordinator {
 
     fn switch_back(&mut self) -> Transaction {
         let t0 = Instant::now();
-        if let Some(stage) = self.draining() {
-            return Transaction::refused(format!(
-                "stage `{stage}` has finished: the pipeline is draining"
-            ));
-        }
-        let deadline = t0 + self.switch_timeout();
-        for node in self.topology().barrier_order().to_vec() {
-            let reached = match self.topology().placement(node) {
-                Placement::Local => self.pause_thread(node, deadline),
-                Placement::Worker => self.pause_worker(node, deadline),
-            };
-            if self.failure.is_some() {
-                return Transaction::rolled_back("the run failed during the switch".into(), t0);
-            }
-            if !reached {
-                self.resume_distributed();
-                return Transaction::timed_out(self.timed_out(node), t0);
-            }
-        }
-        if let Some(stage) = self.draining() {
-            self.resume_distributed();
-            return Transaction::rolled_back(
-                format!("stage `{stage}` finished during the switch"),
-                t0,
-            );
+        if let Err(refused) = self.barrier(t0) {
+            return refused;
         }
         let Some(dist) = self.distributed.take() else {
             return Transaction::rolled_back("not distributed".into(), t0);
