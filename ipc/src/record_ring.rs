@@ -249,19 +249,12 @@ impl std::error::Error for PopError {
     }
 }
 
-/// How a wait for space or records ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitOutcome {
-    /// What was waited for is there; holds the free (producer) or readable
-    /// (consumer) bytes seen.
-    Ready(usize),
-    /// The other end closed (for a consumer: and the ring is empty).
-    Closed,
-    /// The caller's `interrupt` returned `true`.
-    Interrupted,
-    /// The deadline passed.
-    TimedOut,
-}
+/// How a wait for space or records ended: the in-process ring's type (for
+/// a record ring, `Ready` holds the free (producer) or readable (consumer)
+/// bytes seen). The push and pop errors differ from the ring's on purpose:
+/// a record ring also refuses or finds damaged records, and its waits take
+/// an interrupt, while the in-process ring hands a refused value back.
+pub use crate::ring::WaitOutcome;
 
 /// A record ring's place in a segment: checks it, and makes its handles.
 ///

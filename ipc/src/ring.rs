@@ -271,7 +271,7 @@ impl fmt::Display for ChunkError {
 
 impl std::error::Error for ChunkError {}
 
-/// How a wait for slots or items ended.
+/// How a wait for slots or items ended (also the record rings' waits, in bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitOutcome {
     /// At least the requested number is there; holds the count seen.
