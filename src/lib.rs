@@ -77,6 +77,7 @@ pub use input::Input;
 pub use item::Item;
 pub use metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
 pub use pipeline::{CompletePipeline, Pipeline};
+#[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use plan::Fault;
 pub use report::{RunReport, StageReport};

@@ -10,7 +10,9 @@ use crate::handle::{self, PipelineHandle};
 use crate::input::Input;
 use crate::item::Item;
 use crate::latency::Stamps;
-use crate::plan::{Fault, Options, Plan};
+#[cfg(feature = "fault-injection")]
+use crate::plan::Fault;
+use crate::plan::{Options, Plan};
 use crate::report::RunReport;
 use crate::source::{Feed, IterFeed, SourceStage};
 use crate::stage::{
@@ -271,7 +273,9 @@ pub struct CompletePipeline {
 impl CompletePipeline {
     option_setters!();
 
-    /// Injects `fault` into every switch to distributed mode (tests only).
+    /// Injects `fault` into every switch to distributed mode (tests only:
+    /// cargo feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn inject_fault(mut self, fault: Fault) -> Self {
         self.plan.options.faults.push(fault);
