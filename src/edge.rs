@@ -6,10 +6,11 @@
 //! [`Erased`] (see `erased.rs`).
 
 use crate::erased::{End, Erased, ErasedMut, Residue};
+use crate::heap::RingOutbox;
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, STAMP_QUEUE};
 use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
-use crate::stage::{ErasedStage, RingOutbox};
+use crate::stage::ErasedStage;
 use crate::topology::Topology;
 use ringweave_ipc::record::RecordError;
 use ringweave_ipc::record_ring::{PushError, RecordProducer, RecordRing};

@@ -50,6 +50,7 @@ mod event;
 #[cfg(feature = "metrics")]
 mod export;
 mod handle;
+mod heap;
 mod input;
 mod item;
 mod latency;
@@ -64,6 +65,7 @@ mod shm;
 mod source;
 mod stage;
 mod topology;
+mod transport;
 
 pub use config::{
     ExecutionMode, HybridConfig, Mode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_STATE_BYTES,

@@ -19,6 +19,7 @@ use crate::stage::{
     ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TransformStage,
 };
 use crate::topology::{Link, NodeId};
+use crate::transport::{Rx, Tx};
 use ringweave_ipc::ring;
 use std::marker::PhantomData;
 
@@ -161,8 +162,7 @@ impl<T: Item> Pipeline<T> {
     fn with_source(feed: impl Feed<T>) -> Self {
         let source = SourceStage {
             feed,
-            output: None,
-            shm_output: None,
+            output: Tx::default(),
             tally: Tally::default(),
             stamps: Stamps::default(),
         };
@@ -191,10 +191,8 @@ impl<T: Item> Pipeline<T> {
             Box::new(TransformStage::<T, U, Op> {
                 name: name.into(),
                 op,
-                input: None,
-                output: None,
-                shm_input: None,
-                shm_output: None,
+                input: Rx::default(),
+                output: Tx::default(),
                 tally: Tally::default(),
                 stamps: Stamps::default(),
             }),
@@ -254,8 +252,7 @@ impl<T: Item> Pipeline<T> {
             TypedEdge::<T>::new(),
             Box::new(SinkStage {
                 f,
-                input: None,
-                shm_input: None,
+                input: Rx::default(),
                 tally: Tally::default(),
                 stamps: Stamps::default(),
             }),

@@ -2,8 +2,9 @@
 //! ([`Outbox`]), whatever the medium (an in-process ring, a shared-memory
 //! record ring), and the barrier checks every loop makes between batches.
 //! The stage loops (`stage.rs`, `source.rs`) are generic over these; the
-//! media implement them (`stage.rs` for the in-process ring, `shm.rs` for
-//! record rings).
+//! media implement them (`heap.rs` for the in-process ring, `shm.rs` for
+//! record rings), and a stage holds one of each per side in a
+//! `transport::Rx`/`Tx`.
 
 use crate::error::Error;
 use ringweave_ipc::control::StageControl;

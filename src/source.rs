@@ -11,11 +11,12 @@
 //! synchronisation.
 
 use crate::erased::{End, Erased, ErasedMut};
+use crate::heap::RingOutbox;
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
 use crate::port::{await_room, boundary, drain, exit_of, next_batch, Inbox, Outbox, StageExit};
-use crate::shm::ShmOutbox;
-use crate::stage::{shm_out, Ctx, ErasedStage, RingOutbox, Tally};
+use crate::stage::{shm_out, Ctx, ErasedStage, Tally};
+use crate::transport::{Transport, Tx};
 use ringweave_ipc::ring::{map_chunk, Consumer, RingWaker};
 use std::time::Instant;
 
@@ -81,8 +82,7 @@ impl<T: Send + 'static> Feed<T> for Consumer<T> {
 /// behind an [`Input`](crate::Input)).
 pub(crate) struct SourceStage<T, F> {
     pub feed: F,
-    pub output: Option<RingOutbox<T>>,
-    pub shm_output: Option<ShmOutbox<T>>,
+    pub output: Tx<T>,
     pub tally: Tally,
     pub stamps: Stamps,
 }
@@ -97,13 +97,13 @@ where
     }
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
-        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
-        if let Some(out) = self.shm_output.as_mut() {
-            out.bound_queue(ctx.edge_items);
-            return self.feed.run(out, tally, stamps, ctx);
-        }
-        match self.output.as_mut() {
-            Some(out) => self.feed.run(out, tally, stamps, ctx),
+        let (feed, tally, stamps) = (&mut self.feed, &mut self.tally, &mut self.stamps);
+        match self.output.active() {
+            Some(Transport::Heap(out)) => feed.run(out, tally, stamps, ctx),
+            Some(Transport::Shm(out)) => {
+                out.bound_queue(ctx.edge_items);
+                feed.run(out, tally, stamps, ctx)
+            }
             None => StageExit::Aborted,
         }
     }
@@ -117,7 +117,7 @@ where
     }
 
     fn set_output(&mut self, output: Erased<End>) {
-        self.output = Some(RingOutbox::new(output.open()));
+        self.output.set_heap(RingOutbox::new(output.open()));
     }
 
     fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
@@ -125,17 +125,17 @@ where
     }
 
     fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
-        self.output.as_mut().map(ErasedMut::new)
+        self.output.heap_mut().map(ErasedMut::new)
     }
 
     fn attach_shm(&mut self, _input: Option<Erased<End>>, output: Option<Erased<End>>) {
         if let Some(output) = output {
-            self.shm_output = Some(shm_out(output, "source"));
+            self.output.attach(shm_out(output, "source"));
         }
     }
 
     fn detach_shm(&mut self) {
-        self.shm_output = None;
+        self.output.detach();
     }
 
     fn input_waker(&self) -> Option<RingWaker> {

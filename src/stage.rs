@@ -9,16 +9,15 @@
 //! stop it at a point where no item is half-processed.
 
 use crate::erased::{End, Erased, ErasedMut, State};
+use crate::heap::RingOutbox;
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
-use crate::port::{
-    await_room, boundary, exit_of, interrupted, next_batch, Emit, Inbox, Outbox, StageExit,
-};
+use crate::port::{await_room, boundary, exit_of, next_batch, Emit, Inbox, Outbox, StageExit};
 use crate::shm::{ShmInbox, ShmOutbox};
+use crate::transport::{Rx, Transport, Tx};
 use ringweave_ipc::control::StageControl;
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
-use ringweave_ipc::ring::{map_chunk, Consumer, Producer, RingWaker, WaitOutcome};
-use std::collections::VecDeque;
+use ringweave_ipc::ring::{map_chunk, RingWaker};
 
 /// Why a `stateful` stage's state could not move between a worker and this
 /// process at a switch back.
@@ -178,171 +177,6 @@ where
 
     fn set_state(&mut self, state: Erased<State>) {
         self.state = state.open::<S>();
-    }
-}
-
-/// The output end of an in-process stage: stages writes in the output ring's
-/// free slots and publishes them with one store.
-///
-/// Outputs that do not fit go to `pending`, in order; they come after
-/// everything in the ring, and the stage takes no more input until they are
-/// out. `pending` therefore holds at most one input's outputs beyond the
-/// ring's free space (plus, after a switch back, residual items moved in from
-/// a larger shared ring), so memory stays bounded.
-pub(crate) struct RingOutbox<T> {
-    producer: Producer<T>,
-    /// Written, not yet published. Invariant: `staged <= room`.
-    staged: usize,
-    /// Free slots counted from the publish point, as last seen.
-    room: usize,
-    /// Outputs that did not fit, oldest first.
-    pending: VecDeque<T>,
-}
-
-impl<T> RingOutbox<T> {
-    pub(crate) fn new(producer: Producer<T>) -> Self {
-        Self {
-            producer,
-            staged: 0,
-            room: 0,
-            pending: VecDeque::new(),
-        }
-    }
-
-    /// Publishes what is staged, then moves what fits from `pending` into the
-    /// ring and publishes that too.
-    #[inline]
-    fn publish(&mut self) {
-        if self.staged > 0 {
-            self.producer.publish_staged(self.staged);
-            self.room -= self.staged;
-            self.staged = 0;
-        }
-        if !self.pending.is_empty() {
-            self.publish_pending();
-        }
-    }
-
-    #[cold]
-    fn publish_pending(&mut self) {
-        self.room = self.producer.slots();
-        let n = self.room.min(self.pending.len());
-        for (offset, item) in self.pending.drain(..n).enumerate() {
-            // SAFETY: `offset < n <= room`, the free-slot count just read, and
-            // nothing is staged (`publish` published it first).
-            unsafe { self.producer.write_staged(offset, item) };
-        }
-        if n > 0 {
-            self.producer.publish_staged(n);
-            self.room -= n;
-        }
-    }
-
-    #[cold]
-    fn emit_slow(&mut self, item: T) {
-        if self.pending.is_empty() {
-            self.room = self.producer.slots();
-            if self.staged < self.room {
-                // SAFETY: as in `emit`, with `room` just re-read.
-                unsafe { self.producer.write_staged(self.staged, item) };
-                self.staged += 1;
-                return;
-            }
-        }
-        self.pending.push_back(item);
-    }
-
-    /// Appends `items` after everything already in the ring and in
-    /// `pending`. Used when a switch moves residual items back from shared
-    /// memory into a paused stage's output.
-    pub(crate) fn append(&mut self, items: impl IntoIterator<Item = T>) {
-        self.pending.extend(items);
-        self.publish();
-    }
-}
-
-impl<T> Emit<T> for RingOutbox<T> {
-    #[inline]
-    fn emit(&mut self, item: T) {
-        if self.staged < self.room && self.pending.is_empty() {
-            // SAFETY: `staged < room`, the free-slot count last read, and
-            // offsets are written in order once each before the next publish.
-            unsafe { self.producer.write_staged(self.staged, item) };
-            self.staged += 1;
-        } else {
-            self.emit_slow(item);
-        }
-    }
-}
-
-impl<T> Outbox<T> for RingOutbox<T> {
-    #[inline]
-    fn is_congested(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    #[inline]
-    fn consumer_idle(&self) -> bool {
-        self.producer.is_drained()
-    }
-
-    #[inline]
-    fn flush(&mut self) -> Result<(), StageExit> {
-        self.publish();
-        Ok(())
-    }
-
-    #[inline]
-    fn ring(&mut self) -> Option<&mut Producer<T>> {
-        if self.staged > 0 || !self.pending.is_empty() {
-            return None;
-        }
-        // The caller publishes slots behind our back: forget the room we saw.
-        self.room = 0;
-        Some(&mut self.producer)
-    }
-
-    fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit> {
-        let want = self.pending.len().max(1);
-        match self
-            .producer
-            .wait_for_slots(want, None, || control.is_aborted())
-        {
-            WaitOutcome::Ready(_) | WaitOutcome::TimedOut => Ok(()),
-            WaitOutcome::Closed | WaitOutcome::Interrupted => Err(StageExit::Aborted),
-        }
-    }
-}
-
-impl<T> Inbox<T> for Consumer<T> {
-    fn await_items(&mut self, control: &StageControl) -> Result<usize, StageExit> {
-        loop {
-            match self.wait_for_items(1, None, || control.interrupted()) {
-                WaitOutcome::Ready(n) => return Ok(n),
-                WaitOutcome::Closed => return Err(StageExit::Finished),
-                WaitOutcome::Interrupted | WaitOutcome::TimedOut => interrupted(control)?,
-            }
-        }
-    }
-
-    #[inline]
-    fn ring(&mut self) -> Option<&mut Consumer<T>> {
-        Some(self)
-    }
-
-    #[inline]
-    fn take(&mut self, n: usize, mut each: impl FnMut(T) -> bool) -> Result<usize, StageExit> {
-        let Ok(chunk) = self.read_chunk(n) else {
-            return Ok(0);
-        };
-        let mut taken = 0;
-        for item in chunk.into_iter() {
-            taken += 1;
-            if !each(item) {
-                break;
-            }
-        }
-        Ok(taken)
     }
 }
 
@@ -521,18 +355,18 @@ pub(crate) trait ErasedStage: Send {
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit;
     /// Replaces the stamp queues (at a switch); `None` keeps that side.
     fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>);
-    /// Gives the stage its input end (a boxed `Consumer<In>`).
+    /// Gives the stage its in-process input end (an erased `Consumer<In>`).
     fn set_input(&mut self, input: Erased<End>);
-    /// Gives the stage its output end (a boxed `Producer<Out>`).
+    /// Gives the stage its in-process output end (an erased `Producer<Out>`).
     fn set_output(&mut self, output: Erased<End>);
     /// The in-process input end, as `&mut Consumer<In>`, for a coordinator
     /// holding the paused stage.
     fn ring_input(&mut self) -> Option<ErasedMut<'_, End>>;
     /// The in-process output, as `&mut RingOutbox<Out>`.
     fn ring_output(&mut self) -> Option<ErasedMut<'_, End>>;
-    /// Attaches shared-memory ends (boxed `RecordConsumer<In>` /
-    /// `RecordProducer<Out>`); the loop uses them from now on. `None`
-    /// leaves that side as it is.
+    /// Attaches shared-memory ends (erased `RecordConsumer<Vec<In>>` /
+    /// `RecordProducer<Vec<Out>>`); the loop uses them from now on (see
+    /// `transport.rs`). `None` leaves that side as it is.
     fn attach_shm(&mut self, input: Option<Erased<End>>, output: Option<Erased<End>>);
     /// Drops the shared-memory ends (closing them); the loop goes back to
     /// the in-process rings.
@@ -577,10 +411,8 @@ pub(crate) fn shm_out<T: 'static>(end: Erased<End>, stage: &str) -> ShmOutbox<T>
 pub(crate) struct TransformStage<In, Out, Op> {
     pub name: String,
     pub op: Op,
-    pub input: Option<Consumer<In>>,
-    pub output: Option<RingOutbox<Out>>,
-    pub shm_input: Option<ShmInbox<In>>,
-    pub shm_output: Option<ShmOutbox<Out>>,
+    pub input: Rx<In>,
+    pub output: Tx<Out>,
     pub tally: Tally,
     pub stamps: Stamps,
 }
@@ -596,13 +428,25 @@ where
     }
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
-        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
-        if let (Some(input), Some(out)) = (self.shm_input.as_mut(), self.shm_output.as_mut()) {
-            out.bound_queue(ctx.edge_items);
-            return run_transform(&mut self.op, input, out, tally, stamps, ctx);
-        }
-        match (self.input.as_mut(), self.output.as_mut()) {
-            (Some(input), Some(out)) => run_transform(&mut self.op, input, out, tally, stamps, ctx),
+        let (op, tally, stamps) = (&mut self.op, &mut self.tally, &mut self.stamps);
+        // One dispatch per run: the loop below is monomorphised for the
+        // pair of transports this run uses.
+        match (self.input.active(), self.output.active()) {
+            (Some(Transport::Heap(i)), Some(Transport::Heap(o))) => {
+                run_transform(op, i, o, tally, stamps, ctx)
+            }
+            (Some(Transport::Shm(i)), Some(Transport::Shm(o))) => {
+                o.bound_queue(ctx.edge_items);
+                run_transform(op, i, o, tally, stamps, ctx)
+            }
+            (Some(Transport::Heap(i)), Some(Transport::Shm(o))) => {
+                o.bound_queue(ctx.edge_items);
+                run_transform(op, i, o, tally, stamps, ctx)
+            }
+            (Some(Transport::Shm(i)), Some(Transport::Heap(o))) => {
+                run_transform(op, i, o, tally, stamps, ctx)
+            }
+            // Not wired: only a coordinator that never started it.
             _ => StageExit::Aborted,
         }
     }
@@ -612,33 +456,33 @@ where
     }
 
     fn set_input(&mut self, input: Erased<End>) {
-        self.input = Some(input.open());
+        self.input.set_heap(input.open());
     }
 
     fn set_output(&mut self, output: Erased<End>) {
-        self.output = Some(RingOutbox::new(output.open()));
+        self.output.set_heap(RingOutbox::new(output.open()));
     }
 
     fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
-        self.input.as_mut().map(ErasedMut::new)
+        self.input.heap_mut().map(ErasedMut::new)
     }
 
     fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
-        self.output.as_mut().map(ErasedMut::new)
+        self.output.heap_mut().map(ErasedMut::new)
     }
 
     fn attach_shm(&mut self, input: Option<Erased<End>>, output: Option<Erased<End>>) {
         if let Some(input) = input {
-            self.shm_input = Some(shm_in(input, &self.name));
+            self.input.attach(shm_in(input, &self.name));
         }
         if let Some(output) = output {
-            self.shm_output = Some(shm_out(output, &self.name));
+            self.output.attach(shm_out(output, &self.name));
         }
     }
 
     fn detach_shm(&mut self) {
-        self.shm_input = None;
-        self.shm_output = None;
+        self.input.detach();
+        self.output.detach();
     }
 
     fn tally_mut(&mut self) -> &mut Tally {
@@ -661,8 +505,7 @@ where
 /// The sink: hands every item to the user's closure.
 pub(crate) struct SinkStage<T, F> {
     pub f: F,
-    pub input: Option<Consumer<T>>,
-    pub shm_input: Option<ShmInbox<T>>,
+    pub input: Rx<T>,
     pub tally: Tally,
     pub stamps: Stamps,
 }
@@ -677,12 +520,10 @@ where
     }
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
-        let (tally, stamps) = (&mut self.tally, &mut self.stamps);
-        if let Some(input) = self.shm_input.as_mut() {
-            return run_sink(&mut self.f, input, tally, stamps, ctx);
-        }
-        match self.input.as_mut() {
-            Some(input) => run_sink(&mut self.f, input, tally, stamps, ctx),
+        let (f, tally, stamps) = (&mut self.f, &mut self.tally, &mut self.stamps);
+        match self.input.active() {
+            Some(Transport::Heap(input)) => run_sink(f, input, tally, stamps, ctx),
+            Some(Transport::Shm(input)) => run_sink(f, input, tally, stamps, ctx),
             None => StageExit::Aborted,
         }
     }
@@ -692,7 +533,7 @@ where
     }
 
     fn set_input(&mut self, input: Erased<End>) {
-        self.input = Some(input.open());
+        self.input.set_heap(input.open());
     }
 
     fn set_output(&mut self, _output: Erased<End>) {
@@ -700,7 +541,7 @@ where
     }
 
     fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
-        self.input.as_mut().map(ErasedMut::new)
+        self.input.heap_mut().map(ErasedMut::new)
     }
 
     fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
@@ -709,12 +550,12 @@ where
 
     fn attach_shm(&mut self, input: Option<Erased<End>>, _output: Option<Erased<End>>) {
         if let Some(input) = input {
-            self.shm_input = Some(shm_in(input, "sink"));
+            self.input.attach(shm_in(input, "sink"));
         }
     }
 
     fn detach_shm(&mut self) {
-        self.shm_input = None;
+        self.input.detach();
     }
 
     fn tally_mut(&mut self) -> &mut Tally {
