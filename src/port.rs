@@ -39,9 +39,13 @@ pub(crate) trait Inbox<T> {
     fn await_items(&mut self, control: &StageControl) -> Result<usize, StageExit>;
 
     /// Takes up to `n` items (at most what `await_items` returned), oldest
-    /// first, handing each to `each` and stopping early after an item for
-    /// which `each` returns `false`. Releases what it took with one store and
-    /// returns how many.
+    /// first, handing each to `each`, and returns how many. After an item
+    /// for which `each` returns `false` an in-process inbox stops there; a
+    /// shared-memory inbox, which releases whole records (runs of items),
+    /// hands on all `n` anyway, so a caller that wanted to stop because its
+    /// outbox is congested finds up to `n` (at most one batch) more in that
+    /// outbox's backlog, in order. Either releases what it took with one
+    /// store.
     fn take(&mut self, n: usize, each: impl FnMut(T) -> bool) -> Result<usize, StageExit>;
 
     /// The in-process ring behind this input, for batch paths.
