@@ -18,19 +18,20 @@ pub(crate) enum Transport<'a, H, S> {
     Shm(&'a mut S),
 }
 
-/// A stage's input.
-pub(crate) struct Rx<T> {
-    heap: Option<Consumer<T>>,
-    shm: Option<ShmInbox<T>>,
+/// One side of a stage: the in-process end `H` and, while distributed,
+/// the shared-memory end `S`.
+pub(crate) struct Side<H, S> {
+    heap: Option<H>,
+    shm: Option<S>,
 }
+
+/// A stage's input.
+pub(crate) type Rx<T> = Side<Consumer<T>, ShmInbox<T>>;
 
 /// A stage's output.
-pub(crate) struct Tx<T> {
-    heap: Option<RingOutbox<T>>,
-    shm: Option<ShmOutbox<T>>,
-}
+pub(crate) type Tx<T> = Side<RingOutbox<T>, ShmOutbox<T>>;
 
-impl<T> Default for Rx<T> {
+impl<H, S> Default for Side<H, S> {
     fn default() -> Self {
         Self {
             heap: None,
@@ -39,19 +40,10 @@ impl<T> Default for Rx<T> {
     }
 }
 
-impl<T> Default for Tx<T> {
-    fn default() -> Self {
-        Self {
-            heap: None,
-            shm: None,
-        }
-    }
-}
-
-impl<T> Rx<T> {
-    /// The end this run reads: the shared-memory one while attached, else
+impl<H, S> Side<H, S> {
+    /// The end this run uses: the shared-memory one while attached, else
     /// the in-process ring; `None` before the stage is wired.
-    pub(crate) fn active(&mut self) -> Option<Transport<'_, Consumer<T>, ShmInbox<T>>> {
+    pub(crate) fn active(&mut self) -> Option<Transport<'_, H, S>> {
         match (&mut self.shm, &mut self.heap) {
             (Some(shm), _) => Some(Transport::Shm(shm)),
             (None, Some(heap)) => Some(Transport::Heap(heap)),
@@ -60,50 +52,18 @@ impl<T> Rx<T> {
     }
 
     /// Wires the in-process ring end.
-    pub(crate) fn set_heap(&mut self, consumer: Consumer<T>) {
-        self.heap = Some(consumer);
+    pub(crate) fn set_heap(&mut self, end: H) {
+        self.heap = Some(end);
     }
 
     /// The in-process ring end, for a coordinator holding the paused stage.
-    pub(crate) fn heap_mut(&mut self) -> Option<&mut Consumer<T>> {
+    pub(crate) fn heap_mut(&mut self) -> Option<&mut H> {
         self.heap.as_mut()
     }
 
     /// Switches the loop to a shared-memory end.
-    pub(crate) fn attach(&mut self, inbox: ShmInbox<T>) {
-        self.shm = Some(inbox);
-    }
-
-    /// Drops the shared-memory end (closing it): back to the ring.
-    pub(crate) fn detach(&mut self) {
-        self.shm = None;
-    }
-}
-
-impl<T> Tx<T> {
-    /// The end this run writes: the shared-memory one while attached, else
-    /// the in-process ring; `None` before the stage is wired.
-    pub(crate) fn active(&mut self) -> Option<Transport<'_, RingOutbox<T>, ShmOutbox<T>>> {
-        match (&mut self.shm, &mut self.heap) {
-            (Some(shm), _) => Some(Transport::Shm(shm)),
-            (None, Some(heap)) => Some(Transport::Heap(heap)),
-            (None, None) => None,
-        }
-    }
-
-    /// Wires the in-process ring end.
-    pub(crate) fn set_heap(&mut self, outbox: RingOutbox<T>) {
-        self.heap = Some(outbox);
-    }
-
-    /// The in-process ring end, for a coordinator holding the paused stage.
-    pub(crate) fn heap_mut(&mut self) -> Option<&mut RingOutbox<T>> {
-        self.heap.as_mut()
-    }
-
-    /// Switches the loop to a shared-memory end.
-    pub(crate) fn attach(&mut self, outbox: ShmOutbox<T>) {
-        self.shm = Some(outbox);
+    pub(crate) fn attach(&mut self, end: S) {
+        self.shm = Some(end);
     }
 
     /// Drops the shared-memory end (closing it): back to the ring.
