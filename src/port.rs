@@ -67,7 +67,7 @@ pub(crate) trait Outbox<T>: Emit<T> {
     /// Waits until the output has room for some waiting outputs.
     /// `Err(Aborted)` if its consumer is gone or the run is torn down. Not
     /// interruptible by the barrier: a stage pauses only with nothing
-    /// waiting (see [`run_transform`]).
+    /// waiting (see [`run_transform`](crate::stage::run_transform)).
     fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit>;
 
     /// The in-process ring behind this output, for batch paths that write

@@ -1,8 +1,8 @@
 //! A stage's two sides, whatever carries them: [`Rx`] (its input) and
 //! [`Tx`] (its output). Each holds the in-process ring end the stage keeps
 //! for its whole life and, while the pipeline is distributed, the
-//! shared-memory end its loop uses instead; [`Rx::active`] and
-//! [`Tx::active`] say which one a run uses, once per run, so the stage loop
+//! shared-memory end its loop uses instead; [`Side::active`] says which
+//! one a run uses, once per run, so the stage loop
 //! is monomorphised for one [`Transport`] per side and the per-item path
 //! stays static.
 
