@@ -201,8 +201,12 @@ note  "Distributed mode: read the paired line (in-process and distributed runs a
 EOF
 )
 
-crit_dir="${CRITERION_HOME:-${CARGO_TARGET_DIR:-target}/criterion}"
-latency_md="${CARGO_TARGET_DIR:-target}/latency/latency.md"
+# Absolute: cargo runs each bench binary in its package's folder
+# (benches/), where a relative `target` would be a second one, and the
+# benches write their extra results under $CARGO_TARGET_DIR.
+export CARGO_TARGET_DIR="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
+crit_dir="${CRITERION_HOME:-${CARGO_TARGET_DIR}/criterion}"
+latency_md="${CARGO_TARGET_DIR}/latency/latency.md"
 out=docs/PERF.md
 start_epoch=$(date +%s)
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)

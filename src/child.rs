@@ -167,12 +167,25 @@ fn worker_main(
             StageExit::Paused => {}
         }
         // Paused: save the state, acknowledge, wait for the decision.
-        // SAFETY: this is the worker of stage `index`, pausing: the parent
-        // reads the area only after the Release store of `Paused` below,
-        // and `area` is not used after it.
-        let saved = match unsafe { table.state_area_mut(index) } {
-            Some(area) => stage.save_state(area),
-            None => Ok(0),
+        let saved = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: this is the worker of stage `index`, pausing: the
+            // parent reads the area only after the Release store of `Paused`
+            // below, and `area` is not used after it.
+            let area = unsafe { table.state_area_mut(index) };
+            match area {
+                Some(area) => stage.save_state(area),
+                None => Ok(0),
+            }
+        }));
+        // A state whose serializer panics fails the run as a panic of the
+        // stage, with its message, like a panic in the loop above.
+        let saved = match saved {
+            Ok(saved) => saved,
+            Err(payload) => {
+                leave_error(table, index, &panic_message(&*payload));
+                stage.detach_shm();
+                return Worker::PANIC_EXIT_CODE;
+            }
         };
         let len = match saved {
             Ok(len) => len as u64,

@@ -225,6 +225,11 @@ impl Distributed {
             // Written by the worker when it is attached.
             slot.set_status(WorkerStatus::Starting, Ordering::Relaxed);
             slot.control.reset();
+            // A message or state an earlier worker of this stage left must
+            // not be read as this one's (Relaxed: the fork orders these
+            // stores before the child runs).
+            slot.error_len.store(0, Ordering::Relaxed);
+            slot.state_len.store(0, Ordering::Relaxed);
             let child = move || plan.run();
             owns_nothing(&child);
             // SAFETY: the closure runs only in the child, which uses its own
@@ -401,10 +406,13 @@ impl Distributed {
             }
             let name = run.name(node);
             if len == u64::MAX {
-                return Err(format!(
-                    "stage `{name}`: {}",
-                    read_error(run.controls(), index)
-                ));
+                let message = read_error(run.controls(), index);
+                // Consumed: the switch rolls back and this worker runs on, so
+                // a later crash must not be reported with this message.
+                // Relaxed: the Release store of the resume decision orders it
+                // before anything the worker writes next.
+                slot.error_len.store(0, Ordering::Relaxed);
+                return Err(format!("stage `{name}`: {message}"));
             }
             // SAFETY: the worker wrote its state before storing `Paused`,
             // which `pause_worker` read with Acquire; it writes nothing more
@@ -519,7 +527,14 @@ impl Distributed {
             }
             (None, None) => return None,
         };
-        let message = read_error(run.controls(), index);
+        // Only a worker known to have ended may have its error area read: if
+        // its status could not be learned (`ended` is `None`), it may still
+        // be writing.
+        let message = if ended.is_some() {
+            read_error(run.controls(), index)
+        } else {
+            String::new()
+        };
         let stage = run.name(NodeId(index)).to_owned();
         Some(
             if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
@@ -833,7 +848,9 @@ fn await_leaving(slot: &StageSlot, worker: &mut Worker) {
 /// The message a worker left in its error area (empty if none). Called
 /// only for a worker that has exited or waits for a decision.
 fn read_error(table: &ControlTable, index: usize) -> String {
-    // SAFETY: every caller asks about a worker that has exited (`check`) or
-    // stored `Paused` and waits (`read_back`): it writes no message now.
+    // SAFETY: every caller asks about a worker that has ended and was reaped
+    // (`check`, which skips a worker whose status it could not learn) or
+    // that stored `Paused`, loaded with Acquire, and has not been told to
+    // resume (`read_back`): it writes no message now.
     unsafe { table.read_error(index) }
 }

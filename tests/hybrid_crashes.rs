@@ -59,6 +59,53 @@ fn sigkill_of_a_worker_fails_the_run_naming_it() {
     }
 }
 
+/// A switch back that fails because the worker's state does not fit its
+/// area is rolled back and the worker runs on; when that worker is later
+/// killed, the crash is reported as a kill, not with the old "does not fit"
+/// message (the message is consumed by the rollback that reported it).
+#[test]
+fn a_rolled_back_state_error_is_not_reported_with_a_later_crash() {
+    let _serial = serial();
+    let fast = Arc::new(AtomicBool::new(false));
+    let handle = Pipeline::from_iter(throttled(u64::MAX, &fast))
+        // 2,048 u64s archive to 16 KiB, more than the 4 KiB area that
+        // `max_state_bytes(64)` rounds up to.
+        .stateful("big", vec![0u64; 2048], |s: &mut Vec<u64>, x: u64| {
+            s[(x % 2048) as usize] = x;
+            Some(x)
+        })
+        .max_state_bytes(64)
+        .mode(ExecutionMode::Distributed)
+        .sink(|_| {})
+        .spawn()
+        .unwrap();
+    wait_for_output(&handle, 1, 5);
+    let back = handle.switch_to(Mode::InProcess).unwrap();
+    match &back.outcome {
+        SwitchOutcome::RolledBack(cause) => {
+            assert!(cause.contains("does not fit"), "{cause}");
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    let workers = handle.worker_pids();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(workers[0].1 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match join_bounded(handle) {
+        Err(Error::WorkerCrashed { stage, exit, .. }) => {
+            assert_eq!(stage, "big");
+            assert!(exit.contains("SIGKILL"), "{exit}");
+            assert!(!exit.contains("does not fit"), "stale message: {exit}");
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    fast.store(true, Ordering::Relaxed);
+    assert_nothing_left("after the killed worker");
+}
+
 /// A panic inside a worker ends the run with `StagePanicked` naming the stage
 /// and carrying the message, not an error of a neighbour that stopped
 /// because of it.

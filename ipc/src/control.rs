@@ -90,7 +90,9 @@ impl StageControl {
     pub fn is_aborted(&self) -> bool {
         // Relaxed: a stop order carries no data; the caller's wake-up (the
         // fence in `wait::notify`) makes a sleeping stage see it.
-        self.cmd.load(Ordering::Relaxed) == ABORT
+        // Through `from_word`, as every reader: a word no `Cmd` made (a
+        // corrupted segment) reads as `Abort` here too.
+        Cmd::from_word(self.cmd.load(Ordering::Relaxed)) == Cmd::Abort
     }
 
     /// Whether anything asks the stage to stop waiting: a pause request or
@@ -98,7 +100,10 @@ impl StageControl {
     #[inline]
     pub fn interrupted(&self) -> bool {
         // Relaxed: as in `is_aborted`.
-        matches!(self.cmd.load(Ordering::Relaxed), PAUSE_REQUESTED | ABORT)
+        matches!(
+            Cmd::from_word(self.cmd.load(Ordering::Relaxed)),
+            Cmd::PauseRequested | Cmd::Abort
+        )
     }
 
     /// Orders the stage to stop (the run is being torn down). The caller
@@ -491,9 +496,11 @@ impl ControlTable {
     ///
     /// # Safety
     ///
-    /// The caller is the worker of stage `index`, about to exit: the only
-    /// writer of this area, and no reader reads it before the length is
-    /// published.
+    /// The caller is the worker of stage `index`, the only writer of this
+    /// area, and writes it only on its way out or while pausing: the parent
+    /// reads it after the worker has exited, or after it has stored
+    /// `Paused` and before it is told to resume (see
+    /// [`read_error`](Self::read_error)).
     pub unsafe fn leave_error(&self, index: usize, message: &str) {
         let Some((area, capacity)) = self.error_area(index) else {
             return;
@@ -515,8 +522,8 @@ impl ControlTable {
     /// # Safety
     ///
     /// The worker of stage `index` writes no error message while this runs:
-    /// it has exited, or waits for a decision (a worker writes its message
-    /// only on its way out).
+    /// it has exited (and was reaped), or it has stored `Paused` — which the
+    /// caller loaded with Acquire — and has not been told to resume.
     pub unsafe fn read_error(&self, index: usize) -> String {
         // Acquire: pairs with the Release in `leave_error`.
         let len = self.slot(index).error_len.load(Ordering::Acquire) as usize;

@@ -18,7 +18,10 @@
 //! sees the data and does not sleep, or the notifier sees the flag and wakes
 //! it. A wake-up is never lost, and while nobody sleeps the notifier pays one
 //! fence and one load of a line nobody writes, with no syscall and no RMW.
-//! Loom checks it in `loom-tests/tests/wakeup.rs`.
+//! Loom checks it in `loom-tests/tests/wakeup.rs`. (One relaxation, outside
+//! loom: the first sleep of a wait is armed with a cheaper fence that can
+//! miss a notifier in a window of nanoseconds, and is therefore bounded by
+//! [`LIGHT_SLEEP`]; see [`wait_until`].)
 
 use crate::sync::atomic::{fence, AtomicU32, Ordering};
 use crate::sync::{hint, thread, Mutex};

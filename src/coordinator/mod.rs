@@ -128,6 +128,19 @@ pub(crate) struct Coordinator {
     distributed: Option<Distributed>,
 }
 
+impl Drop for Coordinator {
+    /// Every normal path has joined the stage threads by now. If the
+    /// coordinator unwinds instead (a bug), its fields would be dropped
+    /// with stage threads still running on the shared segment that
+    /// `distributed` maps: stop them first.
+    fn drop(&mut self) {
+        if self.threads_running() > 0 {
+            self.abort();
+            self.wait_all();
+        }
+    }
+}
+
 /// A new coordinator, the state it shares with the handle, and the sender
 /// of its command channel.
 pub(crate) struct Started {
