@@ -38,11 +38,7 @@ fn sigkill_of_a_worker_fails_the_run_naming_it() {
         let names: Vec<&str> = workers.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         let pid = workers.iter().find(|(s, _)| s == victim).unwrap().1;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        sigkill(pid);
         match join_bounded(handle) {
             Err(Error::WorkerCrashed {
                 stage,
@@ -89,11 +85,7 @@ fn a_rolled_back_state_error_is_not_reported_with_a_later_crash() {
     }
     let workers = handle.worker_pids();
     assert_eq!(workers.len(), 1, "{workers:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(workers[0].1 as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(workers[0].1);
     match join_bounded(handle) {
         Err(Error::WorkerCrashed { stage, exit, .. }) => {
             assert_eq!(stage, "big");

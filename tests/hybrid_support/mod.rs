@@ -253,3 +253,12 @@ pub fn payload(i: u64, big_at: u64) -> Vec<u8> {
         vec![i as u8; 16]
     }
 }
+
+/// Sends SIGKILL to the worker process `pid` (as `worker_pids` gives it).
+pub fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
