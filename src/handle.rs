@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::report::RunReport;
 use crate::shared::Shared;
+use crate::topology::Topology;
 use ringweave_ipc::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -123,12 +124,12 @@ impl Drop for PipelineHandle {
 }
 
 /// Starts the stage threads and the coordinator.
-pub(crate) fn spawn(plan: Plan) -> Result<PipelineHandle, Error> {
+pub(crate) fn spawn(plan: Plan, topology: Topology) -> Result<PipelineHandle, Error> {
     let Started {
         mut coordinator,
         shared,
         commands,
-    } = Coordinator::prepare(plan)?;
+    } = Coordinator::prepare(plan, topology)?;
     coordinator.start_threads()?;
     let coordinator = thread::Builder::new()
         .name("rw-coordinator".into())

@@ -16,9 +16,8 @@ use crate::plan::{Options, Plan};
 use crate::report::RunReport;
 use crate::source::{Feed, IterFeed, SourceStage};
 use crate::stage::{
-    ErasedStage, FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TransformStage,
+    FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TransformStage,
 };
-use crate::topology::{Link, NodeId};
 use crate::transport::{Rx, Tx};
 use ringweave_ipc::ring;
 use std::marker::PhantomData;
@@ -187,7 +186,7 @@ impl<T: Item> Pipeline<T> {
 
     fn then<U: Item, Op: Operator<T, U>>(mut self, name: impl Into<String>, op: Op) -> Pipeline<U> {
         self.plan.push(
-            TypedEdge::<T>::new(),
+            Box::new(TypedEdge::<T>::new()),
             Box::new(TransformStage::<T, U, Op> {
                 name: name.into(),
                 op,
@@ -249,7 +248,7 @@ impl<T: Item> Pipeline<T> {
     /// every item in order.
     pub fn sink(mut self, f: impl FnMut(T) + Send + 'static) -> CompletePipeline {
         self.plan.push(
-            TypedEdge::<T>::new(),
+            Box::new(TypedEdge::<T>::new()),
             Box::new(SinkStage {
                 f,
                 input: Rx::default(),
@@ -297,20 +296,7 @@ impl CompletePipeline {
     /// [`Error::InvalidConfig`] for invalid options, [`Error::Spawn`] if a
     /// thread cannot be started (nothing is left running then).
     pub fn spawn(self) -> Result<PipelineHandle, Error> {
-        self.plan.validate()?;
-        handle::spawn(self.plan)
-    }
-}
-
-impl Plan {
-    /// Appends `node`, fed by the last node through an edge `edge`.
-    fn push(&mut self, edge: TypedEdge<impl Item>, node: Box<dyn ErasedStage>) {
-        let from = NodeId(self.nodes.len() - 1);
-        self.edges.push(Box::new(edge));
-        self.links.push(Link {
-            from,
-            to: NodeId(self.nodes.len()),
-        });
-        self.nodes.push(node);
+        let topology = self.plan.validate()?;
+        handle::spawn(self.plan, topology)
     }
 }

@@ -6,7 +6,7 @@ use crate::config::{ExecutionMode, MAX_BATCH_SIZE, MAX_RING_CAPACITY, MAX_STATE_
 use crate::edge::EdgeSpec;
 use crate::error::Error;
 use crate::stage::ErasedStage;
-use crate::topology::{Link, Topology};
+use crate::topology::{Link, NodeId, Topology};
 use ringweave_ipc::record_ring::RecordRing;
 
 /// Everything the builder collected, type-erased.
@@ -21,17 +21,23 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// Checks the options, the stage names and the shape.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
+    /// Checks the options, the stage names and the shape; returns the
+    /// shape, which the coordinator walks from then on.
+    pub(crate) fn validate(&self) -> Result<Topology, Error> {
         self.options.validate()?;
         check_names(&self.nodes)?;
-        Topology::new(self.nodes.len(), &self.links).map(drop)
+        Topology::new(self.nodes.len(), &self.links)
     }
 
-    /// The shape of the plan (valid once [`validate`](Self::validate)
-    /// passed).
-    pub(crate) fn topology(&self) -> Result<Topology, Error> {
-        Topology::new(self.nodes.len(), &self.links)
+    /// Appends `node`, fed by the last node through `edge`.
+    pub(crate) fn push(&mut self, edge: Box<dyn EdgeSpec>, node: Box<dyn ErasedStage>) {
+        let from = NodeId(self.nodes.len() - 1);
+        self.edges.push(edge);
+        self.links.push(Link {
+            from,
+            to: NodeId(self.nodes.len()),
+        });
+        self.nodes.push(node);
     }
 }
 

@@ -151,8 +151,8 @@ pub(crate) struct Started {
 
 impl Coordinator {
     /// Wires the plan's rings and makes the shared state. Starts nothing.
-    pub(crate) fn prepare(plan: Plan) -> Result<Started, Error> {
-        let topology = plan.topology()?;
+    /// `topology` is what [`Plan::validate`] returned for `plan`.
+    pub(crate) fn prepare(plan: Plan, topology: Topology) -> Result<Started, Error> {
         let Plan {
             mut nodes,
             edges,
@@ -606,7 +606,8 @@ impl Coordinator {
     /// reads, and rotates the latency window.
     fn sample(&mut self) {
         let now = Instant::now();
-        let (_, produced) = self.shared.controls.get(0).counts();
+        let source = self.topology().source().0;
+        let (_, produced) = self.shared.controls.get(source).counts();
         self.monitor.record(now, produced);
         for (index, window) in self.stage_windows.iter_mut().enumerate() {
             window.record(now, self.shared.controls.get(index).counts().1);
@@ -629,13 +630,13 @@ impl Coordinator {
             telemetry.throughput = rate;
         }
         telemetry.stage_rates = self.stage_windows.iter().map(|w| w.rate_so_far()).collect();
+        // The recorder is the program's code: call it after the lock that
+        // `PipelineHandle::metrics` takes is released.
         #[cfg(feature = "metrics")]
-        crate::export::sample(
-            &self.shared,
-            &telemetry.stage_rates,
-            &fills,
+        let exported = (
+            telemetry.stage_rates.clone(),
+            fills.clone(),
             telemetry.throughput,
-            self.mode,
         );
         telemetry.fills = fills;
         if let (Some(i), Some(rate)) = (self.impact_pending, self.monitor.rate()) {
@@ -646,6 +647,15 @@ impl Coordinator {
             }
             self.impact_pending = None;
         }
+        drop(telemetry);
+        #[cfg(feature = "metrics")]
+        crate::export::sample(
+            &self.shared,
+            &exported.0,
+            &exported.1,
+            exported.2,
+            self.mode,
+        );
     }
 
     /// Fill of each edge's ring: items of the in-process ring, bytes of the
