@@ -131,6 +131,7 @@ fn worker_main(
         batch: plan.batch,
         edge_items: plan.edge_items,
         latency: &shared.latency,
+        in_worker: true,
     };
     let slot = table.slot(index);
     // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.

@@ -24,6 +24,8 @@ pub struct PipelineHandle {
     commands: Sender<Message>,
     coordinator: Option<JoinHandle<Result<RunReport, Error>>>,
     shared: Arc<Shared>,
+    /// Tee branches and merge inputs: they end with this run.
+    subruns: Vec<PipelineHandle>,
 }
 
 impl std::fmt::Debug for PipelineHandle {
@@ -41,15 +43,36 @@ impl PipelineHandle {
     ///
     /// The first failure of the run, e.g. [`Error::StagePanicked`] naming the
     /// stage and carrying its panic message.
+    ///
+    /// With tee branches or merge inputs, waits for those too; if one of
+    /// them failed, that failure is returned (it is the cause: a branch that
+    /// fails stops its tee, an input that fails ends its part of the merge).
     pub fn join(mut self) -> Result<RunReport, Error> {
         let coordinator = self.coordinator.take().ok_or(Error::NotRunning)?;
-        match coordinator.join() {
+        let result = match coordinator.join() {
             Ok(result) => result,
             Err(payload) => Err(Error::StagePanicked {
                 stage: "coordinator".into(),
                 message: panic_message(&*payload),
             }),
+        };
+        // This run's stages are gone: a tee's branch has seen its input
+        // close, a merge's inputs have fed everything in.
+        let mut first_failure = None;
+        for sub in std::mem::take(&mut self.subruns) {
+            if let Err(error) = sub.join() {
+                first_failure.get_or_insert(error);
+            }
         }
+        match first_failure {
+            Some(error) => Err(error),
+            None => result,
+        }
+    }
+
+    /// Ties `sub` (a tee branch or merge input) to this run.
+    pub(crate) fn add_subrun(&mut self, sub: PipelineHandle) {
+        self.subruns.push(sub);
     }
 
     /// Switches the pipeline to `to` now and returns the recorded event
@@ -142,5 +165,6 @@ pub(crate) fn spawn(plan: Plan, topology: Topology) -> Result<PipelineHandle, Er
         commands,
         coordinator: Some(coordinator),
         shared,
+        subruns: Vec::new(),
     })
 }

@@ -53,12 +53,14 @@ mod handle;
 mod heap;
 mod input;
 mod item;
+mod keyed;
 mod latency;
 mod metrics;
 mod monitor;
 mod pipeline;
 mod plan;
 mod port;
+mod replica;
 mod report;
 mod shared;
 mod shm;
@@ -82,6 +84,10 @@ pub use pipeline::{CompletePipeline, Pipeline};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use plan::Fault;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use replica::always_split;
+pub use replica::MAX_REPLICAS;
 pub use report::{RunReport, StageReport};
 pub use ringweave_ipc::ring;
 pub use ringweave_ipc::wait::WaitStrategy;

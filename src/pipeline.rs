@@ -9,18 +9,23 @@ use crate::error::Error;
 use crate::handle::{self, PipelineHandle};
 use crate::input::Input;
 use crate::item::Item;
+use crate::keyed::KeyedOp;
 use crate::latency::Stamps;
 #[cfg(feature = "fault-injection")]
 use crate::plan::Fault;
 use crate::plan::{Options, Plan};
+use crate::replica::{Pool, Replicas};
 use crate::report::RunReport;
 use crate::source::{Feed, IterFeed, SourceStage};
 use crate::stage::{
-    FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TransformStage,
+    FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TeeOp, TransformStage,
 };
+use crate::topology::Topology;
 use crate::transport::{Rx, Tx};
+use parking_lot::Mutex;
 use ringweave_ipc::ring;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// The run-option setters, the same on [`Pipeline`] and [`CompletePipeline`]
 /// (both hold their options in `self.plan.options`).
@@ -103,6 +108,9 @@ macro_rules! option_setters {
 #[must_use = "a pipeline does nothing until it has a sink and is run"]
 pub struct Pipeline<T> {
     plan: Plan,
+    /// Pipelines that run beside this one and end with it: tee branches
+    /// and the inputs of a merge.
+    subruns: Vec<CompletePipeline>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -179,7 +187,9 @@ impl<T: Item> Pipeline<T> {
                     stall_timeout: DEFAULT_STALL_TIMEOUT,
                     faults: Vec::new(),
                 },
+                invalid: None,
             },
+            subruns: Vec::new(),
             _item: PhantomData,
         }
     }
@@ -194,25 +204,36 @@ impl<T: Item> Pipeline<T> {
                 output: Tx::default(),
                 tally: Tally::default(),
                 stamps: Stamps::default(),
+                replicas: Replicas::default(),
+                pool: Pool::default(),
             }),
         );
         Pipeline {
             plan: self.plan,
+            subruns: self.subruns,
             _item: PhantomData,
         }
     }
 
     /// Appends a stage that turns each item into exactly one output.
+    ///
+    /// Transform closures are `Fn + Sync`: a stage given
+    /// [`replicas`](Self::replicas) calls the same closure from several
+    /// threads at once.
     pub fn map<U: Item>(
         self,
         name: impl Into<String>,
-        f: impl Fn(T) -> U + Send + 'static,
+        f: impl Fn(T) -> U + Send + Sync + 'static,
     ) -> Pipeline<U> {
         self.then(name, MapOp(f))
     }
 
     /// Appends a stage that keeps the items for which `f` is true.
-    pub fn filter(self, name: impl Into<String>, f: impl Fn(&T) -> bool + Send + 'static) -> Self {
+    pub fn filter(
+        self,
+        name: impl Into<String>,
+        f: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.then(name, FilterOp(f))
     }
 
@@ -221,7 +242,7 @@ impl<T: Item> Pipeline<T> {
     pub fn flat_map<U: Item, I>(
         self,
         name: impl Into<String>,
-        f: impl Fn(T) -> I + Send + 'static,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
     ) -> Pipeline<U>
     where
         I: IntoIterator<Item = U>,
@@ -242,6 +263,203 @@ impl<T: Item> Pipeline<T> {
         self.then(name, StatefulOp { state: initial, f })
     }
 
+    /// Appends a stage with one state per key: `f(&mut state, item)` on
+    /// the state of `key(&item)`, made by `init()` the first time the key
+    /// is seen; emits at most one output per item, in input order.
+    ///
+    /// Unlike [`stateful`](Self::stateful) it can have
+    /// [`replicas`](Self::replicas): keys hash into 128 key groups, each
+    /// replica owns a contiguous run of groups, and a key's state lives in
+    /// exactly one replica. When a switch changes the replica count
+    /// (`replicas(1).distributed_replicas(4)`), whole groups move between
+    /// replicas; with the state of every key, archived with rkyv, when the
+    /// stage moves between this process and a worker
+    /// ([`max_state_bytes`](Self::max_state_bytes) bounds it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringweave::Pipeline;
+    ///
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// // A running count per key, over two replicas.
+    /// Pipeline::from_iter(0..1000u64)
+    ///     .stateful_by_key("count", |x: &u64| x % 10, || 0u64, |n: &mut u64, x: u64| {
+    ///         *n += 1;
+    ///         Some((x, *n))
+    ///     })
+    ///     .replicas(2)
+    ///     .sink(move |pair| tx.send(pair).unwrap())
+    ///     .run()?;
+    /// let out: Vec<(u64, u64)> = rx.try_iter().collect();
+    /// assert_eq!(out.len(), 1000);
+    /// assert_eq!(out[999], (999, 100));
+    /// # Ok::<(), ringweave::Error>(())
+    /// ```
+    pub fn stateful_by_key<K, S, U>(
+        self,
+        name: impl Into<String>,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+        init: impl Fn() -> S + Send + Sync + 'static,
+        f: impl Fn(&mut S, T) -> Option<U> + Send + Sync + 'static,
+    ) -> Pipeline<U>
+    where
+        K: Item + std::hash::Hash + Eq + Clone,
+        S: Item,
+        U: Item,
+    {
+        self.then(name, KeyedOp::new(key, init, f))
+    }
+
+    /// Runs the stage just added as `n` replicas in every mode (threads
+    /// here, threads of its worker process while distributed), unless
+    /// [`distributed_replicas`](Self::distributed_replicas) says otherwise
+    /// for distributed mode.
+    ///
+    /// The stage takes up to `n` batches at once, deals them to its
+    /// replicas (stateless stages in contiguous runs, `stateful_by_key` by
+    /// key group) and emits the outputs in input order: replicas change
+    /// nothing but speed. Batches under 32 items run on one thread.
+    ///
+    /// `n` must be in `1..=`[`MAX_REPLICAS`](crate::MAX_REPLICAS); a plain
+    /// `stateful` stage (whose one state cannot be split), a tee, the
+    /// source and a merge cannot have more than one. Either mistake is
+    /// [`Error::InvalidConfig`] naming the stage, from `run`/`spawn`.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.set_replicas(|r| r.local = n, n);
+        self
+    }
+
+    /// Runs the stage just added as `n` replicas while the pipeline is
+    /// distributed (in its worker process); see [`replicas`](Self::replicas).
+    pub fn distributed_replicas(mut self, n: usize) -> Self {
+        self.set_replicas(|r| r.distributed = Some(n), n);
+        self
+    }
+
+    fn set_replicas(&mut self, change: impl FnOnce(&mut Replicas), n: usize) {
+        let Some(node) = self.plan.nodes.last_mut() else {
+            return;
+        };
+        let name = node.name().to_owned();
+        let mut replicas = node.replicas();
+        change(&mut replicas);
+        let result = Replicas::check(&name, n).and_then(|()| {
+            node.set_replicas(replicas)
+                .map_err(|reason| Error::InvalidConfig {
+                    field: "replicas",
+                    reason: format!("stage `{name}` cannot have {n} replicas: {reason}"),
+                })
+        });
+        if let Err(error) = result {
+            self.plan.reject(error);
+        }
+    }
+
+    /// Fans out: every item goes on down this pipeline and, cloned, down
+    /// `branch`, which ends in its own sink. The branch is built by `branch`
+    /// from a pipeline whose source is this stage.
+    ///
+    /// The branch runs as a pipeline of its own on threads of this process
+    /// (with its own options: set its mode on it) and receives every item
+    /// in order. The tee waits while the branch's input ring is full, so a
+    /// slow branch slows the whole graph and memory stays bounded. The tee
+    /// runs in this process in every mode. `join` returns once both have
+    /// ended; a failure of the branch fails the run with the branch's
+    /// error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringweave::Pipeline;
+    ///
+    /// let (big_tx, big_rx) = std::sync::mpsc::channel();
+    /// let (all_tx, all_rx) = std::sync::mpsc::channel();
+    /// Pipeline::from_iter(0..100u64)
+    ///     .tee("audit", move |branch| {
+    ///         branch
+    ///             .filter("big", |x| *x >= 90)
+    ///             .sink(move |x| big_tx.send(x).unwrap())
+    ///     })
+    ///     .sink(move |x| all_tx.send(x).unwrap())
+    ///     .run()?;
+    /// assert_eq!(all_rx.try_iter().count(), 100);
+    /// assert_eq!(big_rx.try_iter().collect::<Vec<_>>(), (90..100).collect::<Vec<_>>());
+    /// # Ok::<(), ringweave::Error>(())
+    /// ```
+    pub fn tee(
+        self,
+        name: impl Into<String>,
+        branch: impl FnOnce(Pipeline<T>) -> CompletePipeline,
+    ) -> Self
+    where
+        T: Clone,
+    {
+        let name = name.into();
+        let (input, start) = Pipeline::<T>::with_input();
+        let branch = branch(start);
+        let mut tee = self.then(
+            name.clone(),
+            TeeOp {
+                name,
+                branch: input,
+            },
+        );
+        tee.subruns.push(branch);
+        tee
+    }
+
+    /// Fans in: one pipeline whose source takes the items of every input
+    /// pipeline as they arrive. Each input keeps its order; the
+    /// interleaving is arrival order.
+    ///
+    /// Each input runs as a pipeline of its own on threads of this process
+    /// (with its own source, stages and options) whose sink pushes into the
+    /// merged pipeline's source, like an [`Input`]. The merged stream ends
+    /// when every input has ended; `join` returns once all have, and a
+    /// failure of an input fails the run with that input's error. An empty
+    /// `inputs` is [`Error::InvalidConfig`] naming the merge, from
+    /// `run`/`spawn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringweave::Pipeline;
+    ///
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// Pipeline::merge(
+    ///     "both",
+    ///     vec![Pipeline::from_iter(0..50u64), Pipeline::from_iter(100..150u64).map("b", |x| x)],
+    /// )
+    /// .sink(move |x| tx.send(x).unwrap())
+    /// .run()?;
+    /// let out: Vec<u64> = rx.try_iter().collect();
+    /// assert_eq!(out.len(), 100);
+    /// let low: Vec<u64> = out.iter().copied().filter(|x| *x < 100).collect();
+    /// assert_eq!(low, (0..50).collect::<Vec<_>>());
+    /// # Ok::<(), ringweave::Error>(())
+    /// ```
+    pub fn merge(name: impl Into<String>, inputs: Vec<Pipeline<T>>) -> Self {
+        let name = name.into();
+        let (input, mut merged) = Pipeline::<T>::with_input();
+        if inputs.is_empty() {
+            merged.plan.reject(Error::InvalidConfig {
+                field: "merge",
+                reason: format!("merge `{name}` has no inputs"),
+            });
+        }
+        let shared = Arc::new(Mutex::new(input));
+        for pipeline in inputs {
+            let into = Arc::clone(&shared);
+            merged.subruns.push(pipeline.sink(move |item| {
+                // Fails only once the merged run has ended or failed: the
+                // item has nowhere to go then, and that run reports why.
+                let _ = into.lock().push(item);
+            }));
+        }
+        merged
+    }
+
     option_setters!();
 
     /// Ends the pipeline with `f`, called on a thread of this process for
@@ -256,7 +474,10 @@ impl<T: Item> Pipeline<T> {
                 stamps: Stamps::default(),
             }),
         );
-        CompletePipeline { plan: self.plan }
+        CompletePipeline {
+            plan: self.plan,
+            subruns: self.subruns,
+        }
     }
 }
 
@@ -264,6 +485,7 @@ impl<T: Item> Pipeline<T> {
 #[must_use = "a pipeline does nothing until it is run or spawned"]
 pub struct CompletePipeline {
     plan: Plan,
+    subruns: Vec<CompletePipeline>,
 }
 
 impl CompletePipeline {
@@ -295,8 +517,38 @@ impl CompletePipeline {
     ///
     /// [`Error::InvalidConfig`] for invalid options, [`Error::Spawn`] if a
     /// thread cannot be started (nothing is left running then).
-    pub fn spawn(self) -> Result<PipelineHandle, Error> {
+    pub fn spawn(mut self) -> Result<PipelineHandle, Error> {
         let topology = self.plan.validate()?;
-        handle::spawn(self.plan, topology)
+        // Check every branch and input before anything starts.
+        let mut checked = Vec::with_capacity(self.subruns.len());
+        for mut sub in self.subruns {
+            let topology = sub.check()?;
+            checked.push((sub, topology));
+        }
+        let mut handle = handle::spawn(self.plan, topology)?;
+        for (sub, topology) in checked {
+            // On failure `handle` drops, and stops what started.
+            handle.add_subrun(sub.spawn_checked(topology)?);
+        }
+        Ok(handle)
+    }
+
+    /// Validates this plan and every sub-run's.
+    fn check(&mut self) -> Result<Topology, Error> {
+        let topology = self.plan.validate()?;
+        for sub in &mut self.subruns {
+            sub.check()?;
+        }
+        Ok(topology)
+    }
+
+    /// `spawn` once `check` has passed.
+    fn spawn_checked(self, topology: Topology) -> Result<PipelineHandle, Error> {
+        let mut handle = handle::spawn(self.plan, topology)?;
+        for mut sub in self.subruns {
+            let topology = sub.plan.validate()?;
+            handle.add_subrun(sub.spawn_checked(topology)?);
+        }
+        Ok(handle)
     }
 }

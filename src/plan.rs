@@ -18,15 +18,30 @@ pub(crate) struct Plan {
     /// Indexed by [`EdgeId`](crate::topology::EdgeId): the nodes each edge joins.
     pub links: Vec<Link>,
     pub options: Options,
+    /// A mistake the builder met (`replicas(0)`, a merge of nothing),
+    /// reported by `validate`: builder methods do not return `Result`.
+    pub invalid: Option<Error>,
 }
 
 impl Plan {
     /// Checks the options, the stage names and the shape; returns the
     /// shape, which the coordinator walks from then on.
-    pub(crate) fn validate(&self) -> Result<Topology, Error> {
+    pub(crate) fn validate(&mut self) -> Result<Topology, Error> {
+        if let Some(error) = self.invalid.take() {
+            return Err(error);
+        }
         self.options.validate()?;
         check_names(&self.nodes)?;
-        Topology::new(self.nodes.len(), &self.links)
+        let local: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].local())
+            .map(NodeId)
+            .collect();
+        Ok(Topology::new(self.nodes.len(), &self.links)?.with_local(&local))
+    }
+
+    /// Records the first mistake the builder met.
+    pub(crate) fn reject(&mut self, error: Error) {
+        self.invalid.get_or_insert(error);
     }
 
     /// Appends `node`, fed by the last node through `edge`.

@@ -10,14 +10,17 @@
 
 use crate::erased::{End, Erased, ErasedMut, State};
 use crate::heap::RingOutbox;
+use crate::input::Input;
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
 use crate::port::{await_room, boundary, exit_of, next_batch, Emit, Inbox, Outbox, StageExit};
+use crate::replica::{split_run, Batch, Pool, Replicas};
 use crate::shm::{ShmInbox, ShmOutbox};
 use crate::transport::{Rx, Transport, Tx};
 use ringweave_ipc::control::StageControl;
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
 use ringweave_ipc::ring::{map_chunk, RingWaker};
+use std::time::Instant;
 
 /// Why a `stateful` stage's state could not move between a worker and this
 /// process at a switch back.
@@ -79,6 +82,30 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
 
     /// Installs a state returned by `decode_state`.
     fn set_state(&mut self, _state: Erased<State>) {}
+
+    /// Whether `.replicas(n)` with `n > 1` may apply: the operator keeps no
+    /// state, or only keyed state.
+    const REPLICABLE: bool = false;
+
+    /// Whether the stage must run in this process in every mode (a tee,
+    /// which feeds a branch running here).
+    const LOCAL: bool = false;
+
+    /// Processes a whole batch over `n` replicas (threads of `pool` and the
+    /// calling one), appending the outputs in input order. The default
+    /// runs it on this thread.
+    fn process_batch(
+        &mut self,
+        items: Vec<In>,
+        _pool: Option<&rayon::ThreadPool>,
+        _n: usize,
+        out: &mut Batch<Out>,
+    ) {
+        for item in items {
+            self.process(item, &mut out.items);
+            out.end_input();
+        }
+    }
 }
 
 /// `map`: exactly one output per input.
@@ -86,7 +113,9 @@ pub(crate) struct MapOp<F>(pub F);
 
 impl<In, Out, F> Operator<In, Out> for MapOp<F>
 where
-    F: Fn(In) -> Out + Send + 'static,
+    In: Send,
+    Out: Send,
+    F: Fn(In) -> Out + Send + Sync + 'static,
 {
     #[inline]
     fn process<E: Emit<Out>>(&mut self, item: In, out: &mut E) {
@@ -99,6 +128,19 @@ where
     fn map_one(&mut self, item: In) -> Out {
         (self.0)(item)
     }
+
+    const REPLICABLE: bool = true;
+
+    fn process_batch(
+        &mut self,
+        items: Vec<In>,
+        pool: Option<&rayon::ThreadPool>,
+        n: usize,
+        out: &mut Batch<Out>,
+    ) {
+        let f = &self.0;
+        split_run(items, pool, n, &|x, v: &mut Vec<Out>| v.push(f(x)), out);
+    }
 }
 
 /// `filter`: the input itself, or nothing.
@@ -106,13 +148,32 @@ pub(crate) struct FilterOp<F>(pub F);
 
 impl<T, F> Operator<T, T> for FilterOp<F>
 where
-    F: Fn(&T) -> bool + Send + 'static,
+    T: Send,
+    F: Fn(&T) -> bool + Send + Sync + 'static,
 {
     #[inline]
     fn process<E: Emit<T>>(&mut self, item: T, out: &mut E) {
         if (self.0)(&item) {
             out.emit(item);
         }
+    }
+
+    const REPLICABLE: bool = true;
+
+    fn process_batch(
+        &mut self,
+        items: Vec<T>,
+        pool: Option<&rayon::ThreadPool>,
+        n: usize,
+        out: &mut Batch<T>,
+    ) {
+        let f = &self.0;
+        let keep = |x: T, v: &mut Vec<T>| {
+            if f(&x) {
+                v.push(x);
+            }
+        };
+        split_run(items, pool, n, &keep, out);
     }
 }
 
@@ -121,7 +182,9 @@ pub(crate) struct FlatMapOp<F>(pub F);
 
 impl<In, Out, I, F> Operator<In, Out> for FlatMapOp<F>
 where
-    F: Fn(In) -> I + Send + 'static,
+    In: Send,
+    Out: Send,
+    F: Fn(In) -> I + Send + Sync + 'static,
     I: IntoIterator<Item = Out>,
 {
     #[inline]
@@ -130,6 +193,51 @@ where
             out.emit(output);
         }
     }
+
+    const REPLICABLE: bool = true;
+
+    fn process_batch(
+        &mut self,
+        items: Vec<In>,
+        pool: Option<&rayon::ThreadPool>,
+        n: usize,
+        out: &mut Batch<Out>,
+    ) {
+        let f = &self.0;
+        split_run(items, pool, n, &|x, v: &mut Vec<Out>| v.extend(f(x)), out);
+    }
+}
+
+/// `tee`: every item goes on, and a clone of it into the branch's
+/// [`Input`], which a pipeline running in this process reads. Waits while
+/// the branch is full, so a slow branch backpressures the whole graph.
+pub(crate) struct TeeOp<T> {
+    pub name: String,
+    pub branch: Input<T>,
+}
+
+impl<T: Clone + Send + 'static> Operator<T, T> for TeeOp<T> {
+    #[inline]
+    fn process<E: Emit<T>>(&mut self, item: T, out: &mut E) {
+        out.emit(self.map_one(item));
+    }
+
+    const ONE_TO_ONE: bool = true;
+
+    #[inline]
+    fn map_one(&mut self, item: T) -> T {
+        if self.branch.push(item.clone()).is_err() {
+            // The branch's run has ended early: it failed (its join
+            // reports why) or was torn down. Going on would drop items.
+            panic!(
+                "tee `{}`: its branch stopped taking items (the branch failed)",
+                self.name
+            );
+        }
+        item
+    }
+
+    const LOCAL: bool = true;
 }
 
 /// `stateful`: explicit state threaded through every call.
@@ -200,6 +308,16 @@ pub(crate) struct Ctx<'a> {
     pub edge_items: usize,
     /// The run's clock and latency histogram (used by source and sink).
     pub latency: &'a LatencyRecorder,
+    /// Whether this is a worker process (the distributed replica count
+    /// applies).
+    pub in_worker: bool,
+}
+
+/// A replicated stage's threads and count, for [`run_transform`].
+pub(crate) struct Par<'a> {
+    pub pool: &'a mut Pool,
+    pub n: usize,
+    pub stage: &'a str,
 }
 
 /// The transform loop: batches from `input` through `op` into `out`.
@@ -216,12 +334,48 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
     tally: &mut Tally,
     stamps: &mut Stamps,
     ctx: &Ctx<'_>,
+    par: Par<'_>,
 ) -> StageExit {
     let control = ctx.control;
+    let mut batch = Batch::default();
     exit_of((|| loop {
         let available = next_batch(input, out, control)?;
         let (base_in, base_out) = (tally.items_in, tally.items_out);
         stamps.refresh(base_in);
+        // A replicated stage times its batches to decide whether the next
+        // one is worth dealing out (see `replica::Cost`).
+        let timer = (Op::REPLICABLE && par.n > 1).then(Instant::now);
+        let want = available.min(ctx.batch.saturating_mul(par.n));
+        if Op::REPLICABLE && par.n > 1 && par.pool.cost.worth_splitting(want) {
+            // Replicas: the whole batch goes through `process_batch`,
+            // which returns once every replica is done with it.
+            let mut items = Vec::with_capacity(want);
+            let taken = input.take(want, |x| {
+                items.push(x);
+                true
+            })?;
+            op.process_batch(items, par.pool.get(par.n, par.stage), par.n, &mut batch);
+            while let Some((seq, at)) = stamps.take_below(base_in + taken as u64) {
+                let Some(i) = seq.checked_sub(base_in) else {
+                    continue;
+                };
+                let start = batch.start_of(i as usize);
+                if batch.ends[i as usize] > start {
+                    stamps.forward(base_out + u64::from(start), at);
+                }
+            }
+            let count = batch.items.len() as u64;
+            for output in batch.items.drain(..) {
+                out.emit(output);
+            }
+            batch.ends.clear();
+            out.flush()?;
+            tally.items_in += taken as u64;
+            tally.items_out += count;
+            control.record(tally.items_in, tally.items_out);
+            par.pool.cost.observe(timer, taken, par.n);
+            continue;
+        }
         if Op::ONE_TO_ONE {
             if let (Some(input), Some(output)) = (input.ring(), out.ring()) {
                 // How many move now: stamps go out before the items are
@@ -243,6 +397,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
                 tally.items_in += n as u64;
                 tally.items_out += n as u64;
                 control.record(tally.items_in, tally.items_out);
+                par.pool.cost.observe(timer, n, 1);
                 continue;
             }
         }
@@ -263,6 +418,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
                 tally.items_in += taken as u64;
                 tally.items_out += taken as u64;
                 control.record(tally.items_in, tally.items_out);
+                par.pool.cost.observe(timer, taken, 1);
                 continue;
             }
         }
@@ -290,6 +446,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
         tally.items_in += taken as u64;
         tally.items_out += count;
         control.record(tally.items_in, tally.items_out);
+        par.pool.cost.observe(timer, taken, 1);
     })())
 }
 
@@ -396,6 +553,18 @@ pub(crate) trait ErasedStage: Send {
     }
     /// See [`Operator::set_state`].
     fn set_state(&mut self, _state: Erased<State>) {}
+    /// Sets the replica counts; `Err` says why this stage cannot have them.
+    fn set_replicas(&mut self, _replicas: Replicas) -> Result<(), String> {
+        Err("only transform stages have replicas".into())
+    }
+    /// The replica counts.
+    fn replicas(&self) -> Replicas {
+        Replicas::default()
+    }
+    /// Whether the stage runs in this process in every mode.
+    fn local(&self) -> bool {
+        false
+    }
 }
 
 /// Unboxes shared-memory ends for `attach_shm`.
@@ -415,6 +584,8 @@ pub(crate) struct TransformStage<In, Out, Op> {
     pub output: Tx<Out>,
     pub tally: Tally,
     pub stamps: Stamps,
+    pub replicas: Replicas,
+    pub pool: Pool,
 }
 
 impl<In, Out, Op> ErasedStage for TransformStage<In, Out, Op>
@@ -429,22 +600,27 @@ where
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
         let (op, tally, stamps) = (&mut self.op, &mut self.tally, &mut self.stamps);
+        let par = Par {
+            pool: &mut self.pool,
+            n: self.replicas.count(ctx.in_worker),
+            stage: &self.name,
+        };
         // One dispatch per run: the loop below is monomorphised for the
         // pair of transports this run uses.
         match (self.input.active(), self.output.active()) {
             (Some(Transport::Heap(i)), Some(Transport::Heap(o))) => {
-                run_transform(op, i, o, tally, stamps, ctx)
+                run_transform(op, i, o, tally, stamps, ctx, par)
             }
             (Some(Transport::Shm(i)), Some(Transport::Shm(o))) => {
                 o.bound_queue(ctx.edge_items);
-                run_transform(op, i, o, tally, stamps, ctx)
+                run_transform(op, i, o, tally, stamps, ctx, par)
             }
             (Some(Transport::Heap(i)), Some(Transport::Shm(o))) => {
                 o.bound_queue(ctx.edge_items);
-                run_transform(op, i, o, tally, stamps, ctx)
+                run_transform(op, i, o, tally, stamps, ctx, par)
             }
             (Some(Transport::Shm(i)), Some(Transport::Heap(o))) => {
-                run_transform(op, i, o, tally, stamps, ctx)
+                run_transform(op, i, o, tally, stamps, ctx, par)
             }
             // Not wired: only a coordinator that never started it.
             _ => StageExit::Aborted,
@@ -499,6 +675,28 @@ where
 
     fn set_state(&mut self, state: Erased<State>) {
         self.op.set_state(state);
+    }
+
+    fn set_replicas(&mut self, replicas: Replicas) -> Result<(), String> {
+        if replicas.max() > 1 && !Op::REPLICABLE {
+            return Err(if Op::LOCAL {
+                "a tee runs on one thread".into()
+            } else {
+                "a `stateful` stage's state cannot be split between replicas; \
+                 use `stateful_by_key`"
+                    .into()
+            });
+        }
+        self.replicas = replicas;
+        Ok(())
+    }
+
+    fn replicas(&self) -> Replicas {
+        self.replicas
+    }
+
+    fn local(&self) -> bool {
+        Op::LOCAL
     }
 }
 

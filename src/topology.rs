@@ -28,8 +28,9 @@ pub(crate) struct Link {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
     /// On a thread of this process in every mode: the source (it owns the
-    /// user's iterator or `Input`) and the sink (it owns the user's
-    /// closure, which may hold anything of this process).
+    /// user's iterator or `Input`), the sink (it owns the user's closure,
+    /// which may hold anything of this process) and tees (they feed a
+    /// branch running here).
     Local,
     /// In a forked worker process: the transforms.
     Worker,
@@ -107,6 +108,15 @@ impl Topology {
             placement,
             order,
         })
+    }
+
+    /// Places `nodes` in this process in every mode (tees, which feed a
+    /// branch running here).
+    pub(crate) fn with_local(mut self, nodes: &[NodeId]) -> Self {
+        for node in nodes {
+            self.placement[node.0] = Placement::Local;
+        }
+        self
     }
 
     /// Number of nodes.

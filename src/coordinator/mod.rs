@@ -271,6 +271,7 @@ impl Coordinator {
                     batch,
                     edge_items,
                     latency: &shared.latency,
+                    in_worker: false,
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),

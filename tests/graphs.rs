@@ -1,0 +1,499 @@
+//! Graphs: replicas, keyed state, tee and merge, checked against plain
+//! iterators (and a `HashMap` for keyed state) for random shapes in every
+//! mode, under random manual switch schedules — switches that change a
+//! stage's replica count between its local and distributed value included.
+
+mod hybrid_support;
+
+use hybrid_support::{
+    assert_nothing_left, collector, join_bounded, manual_only, serial, take, wait_until,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use ringweave::{Error, ExecutionMode, Mode, Pipeline, SwitchOutcome};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One stage of a random chain over `u64`.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Map(u64),
+    Filter(u64),
+    FlatMap,
+    /// A running count and sum per key `x % modulus`.
+    Keyed(u64),
+    /// A branch that adds one and collects into `branch[i]`.
+    Tee,
+}
+
+#[derive(Clone, Debug)]
+struct Stage {
+    op: Op,
+    local: usize,
+    distributed: usize,
+}
+
+fn map_fn(k: u64) -> impl Fn(u64) -> u64 + Send + Sync + Clone + 'static {
+    move |x| x.wrapping_mul(31).wrapping_add(k) % 100_003
+}
+
+fn keep_fn(k: u64) -> impl Fn(&u64) -> bool + Send + Sync + Clone + 'static {
+    move |x| x % (k + 2) != 0
+}
+
+fn spread(x: u64) -> Vec<u64> {
+    [x, x + 1][..(x % 3) as usize].to_vec()
+}
+
+fn keyed_step(s: &mut (u64, u64), x: u64) -> Option<u64> {
+    s.0 += 1;
+    s.1 = s.1.wrapping_add(x);
+    (s.0 % 5 != 0).then_some(s.1 ^ s.0)
+}
+
+/// The sequential result: the sink's sequence and each tee branch's.
+fn oracle(stages: &[Stage], input: impl Iterator<Item = u64>) -> (Vec<u64>, Vec<Vec<u64>>) {
+    let mut items: Vec<u64> = input.collect();
+    let mut branches = Vec::new();
+    for stage in stages {
+        items = match stage.op {
+            Op::Map(k) => items.into_iter().map(map_fn(k)).collect(),
+            Op::Filter(k) => items.into_iter().filter(keep_fn(k)).collect(),
+            Op::FlatMap => items.into_iter().flat_map(spread).collect(),
+            Op::Keyed(m) => {
+                let mut state: HashMap<u64, (u64, u64)> = HashMap::new();
+                items
+                    .into_iter()
+                    .filter_map(|x| keyed_step(state.entry(x % m).or_default(), x))
+                    .collect()
+            }
+            Op::Tee => {
+                branches.push(items.iter().map(|x| x + 1).collect());
+                items
+            }
+        };
+    }
+    (items, branches)
+}
+
+type Branches = Vec<Arc<Mutex<Vec<u64>>>>;
+
+/// Builds the chain; returns the pipeline and the tee branches' outputs.
+fn build(stages: &[Stage], mut p: Pipeline<u64>) -> (Pipeline<u64>, Branches) {
+    let mut branches = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        let name = format!("s{i}");
+        p = match stage.op {
+            Op::Map(k) => p.map(name, map_fn(k)),
+            Op::Filter(k) => p.filter(name, keep_fn(k)),
+            Op::FlatMap => p.flat_map(name, spread),
+            Op::Keyed(m) => {
+                p.stateful_by_key(name, move |x: &u64| x % m, || (0u64, 0u64), keyed_step)
+            }
+            Op::Tee => {
+                let (out, sink) = collector();
+                branches.push(out);
+                p.tee(name, move |b| b.map("plus1", |x: u64| x + 1).sink(sink))
+            }
+        };
+        if !matches!(stage.op, Op::Tee) {
+            p = p
+                .replicas(stage.local)
+                .distributed_replicas(stage.distributed);
+        }
+    }
+    (p, branches)
+}
+
+fn random_stages(rng: &mut SmallRng) -> Vec<Stage> {
+    let len = rng.gen_range(1..=4);
+    (0..len)
+        .map(|_| {
+            let op = match rng.gen_range(0..10) {
+                0..=2 => Op::Map(rng.gen_range(0..1000)),
+                3 => Op::Filter(rng.gen_range(0..5)),
+                4 => Op::FlatMap,
+                5..=7 => Op::Keyed(rng.gen_range(1..300)),
+                _ => Op::Tee,
+            };
+            Stage {
+                op,
+                local: rng.gen_range(1..=4),
+                distributed: rng.gen_range(1..=4),
+            }
+        })
+        .collect()
+}
+
+/// A source of `0..n` that sleeps now and then, so switches land mid-run.
+fn paced(n: u64) -> impl Iterator<Item = u64> + Send + 'static {
+    (0..n).inspect(|x| {
+        if x % 512 == 511 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// Runs one random case; returns how many of its switches completed.
+fn run_case(seed: u64, mode: &str) -> usize {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    // Cheap operators would run every batch on one thread: half the cases
+    // deal every batch out anyway.
+    ringweave::always_split(seed % 2 == 0);
+    let stages = random_stages(&mut rng);
+    let n = rng.gen_range(1..6_000u64);
+    let label = format!("seed {seed} mode {mode} n {n} {stages:?}");
+    let (expected, expected_branches) = oracle(&stages, 0..n);
+    let (p, branches) = build(&stages, Pipeline::from_iter(paced(n)));
+    let (out, sink) = collector();
+    let exec = match mode {
+        "in-process" => ExecutionMode::InProcess,
+        "distributed" => ExecutionMode::Distributed,
+        _ => manual_only(10_000),
+    };
+    let handle = p
+        .ring_capacity(1 << rng.gen_range(3..10))
+        .mode(exec)
+        .sink(sink)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{label}: spawn: {e}"));
+    let mut completed = 0;
+    if mode == "switching" {
+        let mut to = Mode::Distributed;
+        for _ in 0..rng.gen_range(1..6) {
+            let at = rng.gen_range(0..n);
+            wait_until("the source to reach the switch point", || {
+                handle.is_finished() || handle.stage_counts()[0].2 >= at
+            });
+            match handle.switch_to(to) {
+                Ok(event) => {
+                    match &event.outcome {
+                        SwitchOutcome::Completed => completed += 1,
+                        SwitchOutcome::RolledBack(cause) => {
+                            assert!(cause.contains("finished"), "{label}: {cause}")
+                        }
+                        other => panic!("{label}: {other:?}"),
+                    }
+                    to = match to {
+                        Mode::Distributed => Mode::InProcess,
+                        Mode::InProcess => Mode::Distributed,
+                    };
+                }
+                Err(Error::NotRunning) => break,
+                Err(e) => panic!("{label}: switch: {e}"),
+            }
+        }
+    }
+    let report = join_bounded(handle).unwrap_or_else(|e| panic!("{label}: join: {e}"));
+    let got = take(&out);
+    assert_eq!(got.len(), expected.len(), "{label}: item count");
+    assert!(got == expected, "{label}: sequence differs");
+    assert_eq!(report.items_delivered, expected.len() as u64, "{label}");
+    for (k, (branch, expected)) in branches.iter().zip(&expected_branches).enumerate() {
+        assert!(take(branch) == *expected, "{label}: tee branch {k} differs");
+    }
+    completed
+}
+
+#[test]
+fn random_graphs_in_process() {
+    let _serial = serial();
+    for seed in 0..12 {
+        run_case(seed, "in-process");
+    }
+    assert_nothing_left("random graphs in process");
+}
+
+#[test]
+fn random_graphs_distributed() {
+    let _serial = serial();
+    for seed in 100..110 {
+        run_case(seed, "distributed");
+    }
+    assert_nothing_left("random graphs distributed");
+}
+
+#[test]
+fn random_graphs_under_random_switches() {
+    let _serial = serial();
+    let mut completed = 0;
+    for seed in 200..214 {
+        completed += run_case(seed, "switching");
+    }
+    // A suite whose switches all found the run over proves little.
+    assert!(completed >= 14, "only {completed} switches completed");
+    assert_nothing_left("random graphs under switches");
+}
+
+/// Keyed state survives switches that change the replica count (1 here,
+/// 4 in the workers) and keeps each key's items in order.
+#[test]
+fn keyed_state_moves_when_the_replica_count_changes() {
+    let _serial = serial();
+    ringweave::always_split(true);
+    let n = 40_000u64;
+    let keys = 1_000u64;
+    let (out, sink) = collector();
+    let handle = Pipeline::from_iter(paced(n))
+        .stateful_by_key(
+            "per_key",
+            move |x: &u64| x % keys,
+            || 0u64,
+            |count: &mut u64, x: u64| {
+                *count += 1;
+                Some((x, *count))
+            },
+        )
+        .replicas(1)
+        .distributed_replicas(4)
+        .mode(manual_only(10_000))
+        .max_state_bytes(1 << 22)
+        .sink(sink)
+        .spawn()
+        .unwrap();
+    let mut completed = 0;
+    for (k, at) in [5_000u64, 12_000, 20_000, 31_000].into_iter().enumerate() {
+        wait_until("progress", || {
+            handle.is_finished() || handle.stage_counts()[0].2 >= at
+        });
+        let to = if k % 2 == 0 {
+            Mode::Distributed
+        } else {
+            Mode::InProcess
+        };
+        if let Ok(event) = handle.switch_to(to) {
+            if event.outcome == SwitchOutcome::Completed {
+                completed += 1;
+            }
+        }
+    }
+    join_bounded(handle).unwrap();
+    let got = take(&out);
+    let expected: Vec<(u64, u64)> = (0..n).map(|x| (x, x / keys + 1)).collect();
+    assert!(got == expected, "keyed counts differ");
+    assert!(completed >= 2, "only {completed} switches completed");
+    assert_nothing_left("keyed rescale");
+}
+
+/// Replicas really run on several threads (in-process) and on several
+/// threads of the worker (distributed).
+#[test]
+fn replicas_run_in_parallel() {
+    let _serial = serial();
+    let threads = Arc::new(Mutex::new(HashSet::new()));
+    let seen = Arc::clone(&threads);
+    let (out, sink) = collector();
+    Pipeline::from_iter(0..20_000u64)
+        .map("slow", move |x: u64| {
+            seen.lock().unwrap().insert(std::thread::current().id());
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_micros(5) {}
+            x * 3
+        })
+        .replicas(3)
+        .sink(sink)
+        .run()
+        .unwrap();
+    assert_eq!(
+        take(&out),
+        (0..20_000u64).map(|x| x * 3).collect::<Vec<_>>()
+    );
+    let distinct = threads.lock().unwrap().len();
+    assert!(distinct >= 2, "3 replicas ran on {distinct} thread(s)");
+
+    // Distributed: the worker of `slow` has its replica threads.
+    let (out, sink) = collector();
+    let handle = Pipeline::from_iter(paced(200_000))
+        .map("slow", |x: u64| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_micros(2) {}
+            x + 1
+        })
+        .replicas(1)
+        .distributed_replicas(3)
+        .mode(ExecutionMode::Distributed)
+        .sink(sink)
+        .spawn()
+        .unwrap();
+    let mut most = 0;
+    wait_until("the worker's replica threads", || {
+        if let Some((name, pid)) = handle.worker_pids().into_iter().next() {
+            assert_eq!(name, "slow");
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            most = most.max(tasks);
+        }
+        most >= 3 || handle.is_finished()
+    });
+    join_bounded(handle).unwrap();
+    assert!(most >= 3, "the worker ran {most} thread(s), expected 3");
+    assert_eq!(take(&out).len(), 200_000);
+    assert_nothing_left("replicas in parallel");
+}
+
+/// A slow branch backpressures the graph: the main sink never runs far
+/// ahead of it.
+#[test]
+fn a_slow_tee_branch_keeps_memory_bounded() {
+    let _serial = serial();
+    let n = 12_000u64;
+    let branch_count = Arc::new(Mutex::new(0u64));
+    let seen = Arc::clone(&branch_count);
+    let lead = Arc::new(Mutex::new(0u64));
+    let main_lead = Arc::clone(&lead);
+    let main_seen = Arc::clone(&branch_count);
+    let mut main_count = 0u64;
+    Pipeline::from_iter(0..n)
+        .tee("audit", move |b| {
+            b.sink(move |_| {
+                std::thread::sleep(Duration::from_micros(50));
+                *seen.lock().unwrap() += 1;
+            })
+        })
+        .ring_capacity(16)
+        .sink(move |_| {
+            main_count += 1;
+            let behind = main_count.saturating_sub(*main_seen.lock().unwrap());
+            let mut l = main_lead.lock().unwrap();
+            *l = (*l).max(behind);
+        })
+        .run()
+        .unwrap();
+    assert_eq!(*branch_count.lock().unwrap(), n);
+    // The branch's input ring (DEFAULT_RING_CAPACITY), its sink's ring and
+    // what the tee and the branch hold in their hands.
+    let bound = ringweave::DEFAULT_RING_CAPACITY as u64 * 2 + 64;
+    let lead = *lead.lock().unwrap();
+    assert!(
+        lead <= bound,
+        "the main sink ran {lead} items ahead (bound {bound})"
+    );
+    assert!(lead > 0, "the check saw no lead at all");
+}
+
+/// A tee in a distributed pipeline stays in this process (its branch's
+/// sink does too) and sees every item in order.
+#[test]
+fn tee_and_merge_in_distributed_mode() {
+    let _serial = serial();
+    let (branch, branch_sink) = collector();
+    let (out, sink) = collector();
+    let merged = Pipeline::merge(
+        "both",
+        vec![
+            Pipeline::from_iter(0..3_000u64).map("a", |x: u64| x * 2),
+            Pipeline::from_iter(0..2_000u64).map("b", |x: u64| x * 2 + 1),
+        ],
+    );
+    merged
+        .map("inc", |x: u64| x + 10)
+        .tee("copy", move |b| b.sink(branch_sink))
+        .map("dec", |x: u64| x - 10)
+        .mode(ExecutionMode::Distributed)
+        .sink(sink)
+        .run()
+        .unwrap();
+    let got = take(&out);
+    assert_eq!(got.len(), 5_000);
+    let evens: Vec<u64> = got.iter().copied().filter(|x| x % 2 == 0).collect();
+    let odds: Vec<u64> = got.iter().copied().filter(|x| x % 2 == 1).collect();
+    assert_eq!(evens, (0..3_000u64).map(|x| x * 2).collect::<Vec<_>>());
+    assert_eq!(odds, (0..2_000u64).map(|x| x * 2 + 1).collect::<Vec<_>>());
+    let b = take(&branch);
+    assert_eq!(b, got.iter().map(|x| x + 10).collect::<Vec<_>>());
+    assert_nothing_left("tee and merge distributed");
+}
+
+/// A failing branch or merge input fails the run with its own error.
+#[test]
+fn a_failing_branch_or_input_fails_the_run() {
+    let _serial = serial();
+    let err = Pipeline::from_iter(0..10_000u64)
+        .tee("audit", |b| {
+            b.map("boom", |x: u64| {
+                assert!(x != 500, "boom at 500");
+                x
+            })
+            .sink(|_| {})
+        })
+        .sink(|_| {})
+        .run()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::StagePanicked { stage, message } if stage == "boom" && message.contains("boom at 500")),
+        "{err}"
+    );
+    let err = Pipeline::merge(
+        "both",
+        vec![
+            Pipeline::from_iter(0..100u64),
+            Pipeline::from_iter(0..100u64).map("bad", |x: u64| {
+                assert!(x != 50, "bad at 50");
+                x
+            }),
+        ],
+    )
+    .sink(|_| {})
+    .run()
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::StagePanicked { stage, .. } if stage == "bad"),
+        "{err}"
+    );
+    assert_nothing_left("failing branch");
+}
+
+fn invalid(result: Result<ringweave::RunReport, Error>) -> String {
+    match result {
+        Err(Error::InvalidConfig { reason, .. }) => reason,
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_graphs_are_rejected_naming_the_stage() {
+    let r = invalid(
+        Pipeline::from_iter(0..10u64)
+            .map("score", |x: u64| x)
+            .replicas(0)
+            .sink(|_| {})
+            .run(),
+    );
+    assert!(r.contains("`score`") && r.contains("got 0"), "{r}");
+    let r = invalid(
+        Pipeline::from_iter(0..10u64)
+            .map("score", |x: u64| x)
+            .distributed_replicas(10_000)
+            .sink(|_| {})
+            .run(),
+    );
+    assert!(r.contains("`score`") && r.contains("10000"), "{r}");
+    let r = invalid(
+        Pipeline::from_iter(0..10u64)
+            .stateful("total", 0u64, |s: &mut u64, x: u64| {
+                *s += x;
+                Some(*s)
+            })
+            .replicas(2)
+            .sink(|_| {})
+            .run(),
+    );
+    assert!(
+        r.contains("`total`") && r.contains("stateful_by_key"),
+        "{r}"
+    );
+    let r = invalid(Pipeline::<u64>::merge("nothing", vec![]).sink(|_| {}).run());
+    assert!(r.contains("`nothing`"), "{r}");
+    let r = invalid(Pipeline::from_iter(0..10u64).replicas(2).sink(|_| {}).run());
+    assert!(r.contains("`source`"), "{r}");
+    // A mistake inside a branch is reported too, before anything runs.
+    let r = invalid(
+        Pipeline::from_iter(0..10u64)
+            .tee("t", |b| b.map("inner", |x: u64| x).replicas(0).sink(|_| {}))
+            .sink(|_| {})
+            .run(),
+    );
+    assert!(r.contains("`inner`"), "{r}");
+}
