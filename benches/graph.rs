@@ -245,6 +245,7 @@ fn main() {
         p[2],
         p[3]
     ));
+    let lines: Vec<String> = lines.into_iter().map(|l| format!("- {l}")).collect();
     for line in &lines {
         println!("{line}");
     }

@@ -38,6 +38,17 @@
 //! finds little in flight; raise `--stage-cost` (e.g. 2000) to make the map
 //! the bottleneck and watch the ring fill and the migrated items grow.
 //!
+//! **Scale-out.** `scramble` runs on one thread in-process and as
+//! `--replicas` (default 2) replicas in its worker process. Make it the
+//! bottleneck of the high phase — `--stage-cost 4000` caps one thread at
+//! 250 k items/s, below the high phase's 400 k/s — and the chart shows the
+//! in-process rate flattening under the schedule and the distributed rate
+//! reaching it after the switch out:
+//!
+//! ```text
+//! cargo run --release --example hybrid_demo -- --stage-cost 4000
+//! ```
+//!
 //! Latency is the engine's: sampled items, stamped when the source starts a
 //! batch and read when the sink takes them. At the low rates it includes the
 //! source's own pacing (up to a batch's worth of sleeping), so the demo keeps
@@ -66,6 +77,7 @@ OPTIONS:
     --threshold ITEMS_PER_SEC hybrid switching threshold; the source runs at a quarter of it,
                               then four times it, then a quarter again [default: 100000]
     --stage-cost NANOS        synthetic CPU work per item in the `scramble` map stage [default: 500]
+    --replicas N              replicas of `scramble` while distributed (one thread in-process) [default: 2]
     --svg PATH                where to write the throughput chart [default: target/hybrid_demo.svg]
     --help                    print this and exit
 
@@ -78,6 +90,8 @@ const DEFAULT_DURATION_SECS: f64 = 24.0;
 const DEFAULT_THRESHOLD: usize = 100_000;
 /// Default `--stage-cost`, nanoseconds per item.
 const DEFAULT_STAGE_COST_NANOS: u64 = 500;
+/// Default `--replicas`.
+const DEFAULT_REPLICAS: usize = 2;
 /// Default `--svg`.
 const DEFAULT_SVG_PATH: &str = "target/hybrid_demo.svg";
 
@@ -106,6 +120,8 @@ struct Settings {
     duration: Duration,
     threshold: usize,
     stage_cost: Duration,
+    /// Replicas of `scramble` while distributed (one thread in-process).
+    replicas: usize,
     svg: PathBuf,
 }
 
@@ -121,6 +137,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
         duration: Duration::from_secs_f64(DEFAULT_DURATION_SECS),
         threshold: DEFAULT_THRESHOLD,
         stage_cost: Duration::from_nanos(DEFAULT_STAGE_COST_NANOS),
+        replicas: DEFAULT_REPLICAS,
         svg: PathBuf::from(DEFAULT_SVG_PATH),
     };
     let mut args = args.into_iter();
@@ -134,7 +151,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
         }
         if !matches!(
             flag.as_str(),
-            "--duration" | "--threshold" | "--stage-cost" | "--svg"
+            "--duration" | "--threshold" | "--stage-cost" | "--replicas" | "--svg"
         ) {
             return Err(format!("unknown argument `{arg}`"));
         }
@@ -168,6 +185,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
                     format!("`--stage-cost` takes whole nanoseconds (e.g. 500), got `{value}`")
                 })?;
                 settings.stage_cost = Duration::from_nanos(nanos);
+            }
+            "--replicas" => {
+                settings.replicas = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=ringweave::MAX_REPLICAS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "`--replicas` takes a count in 1..={}, got `{value}`",
+                            ringweave::MAX_REPLICAS
+                        )
+                    })?;
             }
             "--svg" => {
                 if value.is_empty() {
@@ -825,8 +854,9 @@ fn run(settings: &Settings) -> Result<bool, String> {
     let phases = schedule(settings);
     println!("ringweave hybrid demo");
     println!(
-        "  pipeline  source → scramble (map, {} of CPU per item) → sample (filter, keeps 3/4) → checksum (stateful) → sink",
-        duration_text(settings.stage_cost)
+        "  pipeline  source → scramble (map, {} of CPU per item; 1 thread here, {} replicas in its worker) → sample (filter, keeps 3/4) → checksum (stateful) → sink",
+        duration_text(settings.stage_cost),
+        settings.replicas
     );
     println!(
         "  hybrid    threshold {} (out above {}, back below {}), window {} ms sampled every {} ms, cooldown {} ms",
@@ -862,6 +892,8 @@ fn run(settings: &Settings) -> Result<bool, String> {
             burn(cost);
             scramble(x)
         })
+        .replicas(1)
+        .distributed_replicas(settings.replicas)
         .filter("sample", is_sampled)
         .stateful("checksum", 0u64, checksum_step)
         .mode(ExecutionMode::Hybrid(config.clone()))
