@@ -17,7 +17,7 @@ use crate::erased::{Erased, State};
 use crate::item::Item;
 use crate::port::Emit;
 use crate::replica::Batch;
-use crate::stage::{Operator, StateError};
+use crate::stage::{archive_state, restore_state, Operator, StateError};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -186,24 +186,11 @@ where
 
     fn save_state(&self, area: &mut [u8]) -> Result<usize, StateError> {
         let pairs: Vec<&Vec<(K, S)>> = self.groups.iter().map(|g| &g.pairs).collect();
-        let capacity = area.len();
-        let mut arena = rkyv::ser::allocator::Arena::new();
-        let len = ringweave_ipc::record::serialize_to_slice(&Snapshot(pairs), &mut arena, area)
-            .map_err(|e| StateError::Serialize(e.to_string()))?;
-        if len > capacity {
-            return Err(StateError::TooLarge { len, capacity });
-        }
-        Ok(len)
+        archive_state(&Snapshot(pairs), area)
     }
 
     fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
-        let archived = rkyv::access::<rkyv::Archived<Vec<Vec<(K, S)>>>, rkyv::rancor::Error>(bytes)
-            .map_err(|e| StateError::Invalid {
-                len: bytes.len(),
-                cause: e.to_string(),
-            })?;
-        let groups = rkyv::deserialize::<Vec<Vec<(K, S)>>, rkyv::rancor::Error>(archived)
-            .map_err(|e| StateError::Deserialize(e.to_string()))?;
+        let groups = restore_state::<Vec<Vec<(K, S)>>, rkyv::Archived<Vec<Vec<(K, S)>>>>(bytes)?;
         if groups.len() != KEY_GROUPS {
             return Err(StateError::Invalid {
                 len: bytes.len(),
@@ -261,6 +248,60 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Counter =
+        KeyedOp<u64, u64, fn(&u64) -> u64, fn() -> u64, fn(&mut u64, u64) -> Option<(u64, u64)>>;
+
+    fn counter() -> Counter {
+        fn key(x: &u64) -> u64 {
+            x % 7
+        }
+        fn init() -> u64 {
+            0
+        }
+        fn step(n: &mut u64, x: u64) -> Option<(u64, u64)> {
+            *n += 1;
+            Some((x, *n))
+        }
+        KeyedOp::new(key, init, step)
+    }
+
+    fn run(op: &mut Counter, items: std::ops::Range<u64>) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for x in items {
+            Operator::<u64, (u64, u64)>::process(op, x, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn state_round_trips_through_an_archive_and_refuses_a_small_area() {
+        let mut first = counter();
+        let _ = run(&mut first, 0..100);
+        // 16-byte aligned, as the state area is.
+        let mut words = vec![0u128; 1024];
+        // SAFETY: a `u128` slice viewed as its bytes (no padding, any
+        // byte pattern is a valid `u8`), borrowed exclusively here.
+        let area = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 16)
+        };
+        let len = Operator::<u64, (u64, u64)>::save_state(&first, area).unwrap();
+        let decoded = Operator::<u64, (u64, u64)>::decode_state(&first, &area[..len])
+            .unwrap()
+            .unwrap();
+        let mut second = counter();
+        Operator::<u64, (u64, u64)>::set_state(&mut second, decoded);
+        // Both go on from the same counts: key 3 has seen 0..100's 14 items.
+        assert_eq!(run(&mut second, 100..107), run(&mut first, 100..107));
+        assert!(matches!(
+            Operator::<u64, (u64, u64)>::save_state(&first, &mut area[..16]),
+            Err(StateError::TooLarge { capacity: 16, .. })
+        ));
+        assert!(matches!(
+            Operator::<u64, (u64, u64)>::decode_state(&first, &area[..8]),
+            Err(StateError::Invalid { len: 8, .. })
+        ));
+    }
 
     #[test]
     fn groups_split_evenly_and_cover_every_group() {

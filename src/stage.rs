@@ -259,33 +259,49 @@ where
     }
 
     fn save_state(&self, area: &mut [u8]) -> Result<usize, StateError> {
-        let capacity = area.len();
-        let mut arena = rkyv::ser::allocator::Arena::new();
-        let len = ringweave_ipc::record::serialize_to_slice(&self.state, &mut arena, area)
-            .map_err(|e| StateError::Serialize(e.to_string()))?;
-        if len > capacity {
-            return Err(StateError::TooLarge { len, capacity });
-        }
-        Ok(len)
+        archive_state(&self.state, area)
     }
 
     fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
-        let archived = rkyv::access::<
-            <S as ringweave_ipc::Record>::ArchivedRecord,
-            rkyv::rancor::Error,
-        >(bytes)
-        .map_err(|e| StateError::Invalid {
-            len: bytes.len(),
-            cause: e.to_string(),
-        })?;
-        let state = rkyv::deserialize::<S, rkyv::rancor::Error>(archived)
-            .map_err(|e| StateError::Deserialize(e.to_string()))?;
+        let state = restore_state::<S, <S as ringweave_ipc::Record>::ArchivedRecord>(bytes)?;
         Ok(Some(Erased::new(state)))
     }
 
     fn set_state(&mut self, state: Erased<State>) {
         self.state = state.open::<S>();
     }
+}
+
+/// Archives a stage's state `value` into `area`; returns its length.
+pub(crate) fn archive_state<U>(value: &U, area: &mut [u8]) -> Result<usize, StateError>
+where
+    U: for<'w, 'a> rkyv::Serialize<ringweave_ipc::record::RecordSerializer<'w, 'a>>,
+{
+    let capacity = area.len();
+    let mut arena = rkyv::ser::allocator::Arena::new();
+    let len = ringweave_ipc::record::serialize_to_slice(value, &mut arena, area)
+        .map_err(|e| StateError::Serialize(e.to_string()))?;
+    if len > capacity {
+        return Err(StateError::TooLarge { len, capacity });
+    }
+    Ok(len)
+}
+
+/// Validates `bytes` as an archived `T` (archived type `A`) and
+/// deserializes it: the inverse of [`archive_state`].
+pub(crate) fn restore_state<T, A>(bytes: &[u8]) -> Result<T, StateError>
+where
+    A: rkyv::Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let archived =
+        rkyv::access::<A, rkyv::rancor::Error>(bytes).map_err(|e| StateError::Invalid {
+            len: bytes.len(),
+            cause: e.to_string(),
+        })?;
+    rkyv::deserialize::<T, rkyv::rancor::Error>(archived)
+        .map_err(|e| StateError::Deserialize(e.to_string()))
 }
 
 /// Items in and out of one stage, ever (survives pauses and moves).
