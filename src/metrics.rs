@@ -40,6 +40,10 @@ pub struct StageMetrics {
     pub items_out: u64,
     /// Items per second handed on, over the monitor's window.
     pub rate_out: f64,
+    /// How many replicas the stage runs as now (threads of this process,
+    /// or of its worker while distributed): 1 unless it was given
+    /// `replicas`/`distributed_replicas`.
+    pub replicas: usize,
 }
 
 /// How full one edge's ring is.
@@ -182,6 +186,20 @@ impl Metrics {
                 "ringweave_stage_rate_items_per_second{{stage=\"{}\"}} {}",
                 label(&s.name),
                 s.rate_out
+            );
+        }
+        family(
+            &mut out,
+            "ringweave_stage_replicas",
+            "gauge",
+            "Replicas each stage runs as now.",
+        );
+        for s in &self.stages {
+            let _ = writeln!(
+                out,
+                "ringweave_stage_replicas{{stage=\"{}\"}} {}",
+                label(&s.name),
+                s.replicas
             );
         }
         family(

@@ -5,7 +5,8 @@ use crate::config::Mode;
 use crate::event::LatencySummary;
 use crate::latency::LatencyRecorder;
 use crate::metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
-use crate::topology::Topology;
+use crate::replica::Replicas;
+use crate::topology::{NodeId, Placement, Topology};
 use parking_lot::Mutex;
 use ringweave_ipc::control::ControlTable;
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ pub(crate) struct Shared {
     pub names: Vec<String>,
     /// The shape of the pipeline.
     pub topology: Topology,
+    /// Each stage's replica counts, indexed by node.
+    pub replicas: Vec<Replicas>,
     /// One control block per stage, in the same order.
     pub controls: ControlTable,
     /// When `spawn` was called.
@@ -42,6 +45,13 @@ pub(crate) struct Telemetry {
 }
 
 impl Shared {
+    /// How many replicas `node` runs as in `mode`.
+    pub(crate) fn replicas_in(&self, node: NodeId, mode: Mode) -> usize {
+        let in_worker =
+            mode == Mode::Distributed && self.topology.placement(node) == Placement::Worker;
+        self.replicas[node.0].count(in_worker)
+    }
+
     /// A metrics snapshot: live counters plus the coordinator's last sample.
     pub(crate) fn metrics(&self) -> Metrics {
         let telemetry = self.telemetry.lock();
@@ -56,6 +66,8 @@ impl Shared {
                     items_in,
                     items_out,
                     rate_out: telemetry.stage_rates.get(index).copied().unwrap_or(0.0),
+                    replicas: self
+                        .replicas_in(NodeId(index), telemetry.mode.unwrap_or(Mode::InProcess)),
                 }
             })
             .collect();

@@ -316,6 +316,16 @@ fn replicas_run_in_parallel() {
         .sink(sink)
         .spawn()
         .unwrap();
+    // The metrics say how many replicas run now: 3 in the worker.
+    wait_until("metrics to show 3 replicas of `slow`", || {
+        let stage = &handle.metrics().stages[1];
+        assert_eq!(stage.name, "slow");
+        stage.replicas == 3 || handle.is_finished()
+    });
+    assert!(handle
+        .metrics()
+        .to_prometheus()
+        .contains("ringweave_stage_replicas{stage=\"slow\"} 3"));
     let mut most = 0;
     wait_until("the worker's replica threads", || {
         if let Some((name, pid)) = handle.worker_pids().into_iter().next() {
@@ -496,4 +506,61 @@ fn invalid_graphs_are_rejected_naming_the_stage() {
             .run(),
     );
     assert!(r.contains("`inner`"), "{r}");
+}
+
+/// A panic inside a replica (a pool thread, in-process or in the worker)
+/// ends the run naming the stage and carrying the message.
+#[test]
+fn a_panic_in_a_replica_names_the_stage() {
+    let _serial = serial();
+    ringweave::always_split(true);
+    for mode in [ExecutionMode::InProcess, ExecutionMode::Distributed] {
+        let err = Pipeline::from_iter(0..100_000u64)
+            .map("ok", |x: u64| x + 1)
+            .map("boom", |x: u64| {
+                assert!(x != 40_000, "item {x} is cursed");
+                x
+            })
+            .replicas(3)
+            .mode(mode.clone())
+            .sink(|_| {})
+            .spawn()
+            .and_then(join_bounded)
+            .unwrap_err();
+        match err {
+            Error::StagePanicked { stage, message } => {
+                assert_eq!(stage, "boom", "{mode:?}");
+                assert_eq!(message, "item 40000 is cursed", "{mode:?}");
+            }
+            other => panic!("{mode:?}: expected StagePanicked, got {other}"),
+        }
+        assert_nothing_left("after a panic in a replica");
+    }
+    ringweave::always_split(false);
+}
+
+/// SIGKILL of the worker that runs a replicated stage ends the run naming
+/// the stage; its replica threads go with it, nothing is left behind.
+#[test]
+fn sigkill_of_a_replicated_worker_names_the_stage() {
+    let _serial = serial();
+    let handle = Pipeline::from_iter(0u64..)
+        .map("score", |x: u64| x.wrapping_mul(3))
+        .replicas(1)
+        .distributed_replicas(3)
+        .mode(ExecutionMode::Distributed)
+        .sink(|_| {})
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    wait_until("the worker of `score`", || {
+        pid = handle.worker_pids().first().map(|w| w.1);
+        pid.is_some()
+    });
+    hybrid_support::sigkill(pid.unwrap());
+    match join_bounded(handle) {
+        Err(Error::WorkerCrashed { stage, .. }) => assert_eq!(stage, "score"),
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    assert_nothing_left("after killing a replicated worker");
 }

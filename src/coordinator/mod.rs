@@ -186,6 +186,7 @@ impl Coordinator {
         let started = Instant::now();
         let shared = Arc::new(Shared {
             names: nodes.iter().map(|n| n.name().to_owned()).collect(),
+            replicas: nodes.iter().map(|n| n.replicas()).collect(),
             topology,
             controls,
             started,
