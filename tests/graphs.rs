@@ -552,11 +552,10 @@ fn sigkill_of_a_replicated_worker_names_the_stage() {
         .sink(|_| {})
         .spawn()
         .unwrap();
-    let mut pid = None;
-    wait_until("the worker of `score`", || {
-        pid = handle.worker_pids().first().map(|w| w.1);
-        pid.is_some()
-    });
+    // Once the worker runs (a kill before it attaches fails the start of
+    // distributed mode instead, which `hybrid_crashes.rs` covers).
+    hybrid_support::wait_for_output(&handle, 1, 50_000);
+    let pid = handle.worker_pids().first().map(|w| w.1);
     hybrid_support::sigkill(pid.unwrap());
     match join_bounded(handle) {
         Err(Error::WorkerCrashed { stage, .. }) => assert_eq!(stage, "score"),
