@@ -44,30 +44,61 @@ impl PipelineHandle {
     /// The first failure of the run, e.g. [`Error::StagePanicked`] naming the
     /// stage and carrying its panic message.
     ///
-    /// With tee branches or merge inputs, waits for those too; if one of
-    /// them failed, that failure is returned (it is the cause: a branch that
-    /// fails stops its tee, an input that fails ends its part of the merge).
+    /// With tee branches or merge inputs, waits for those too, and the
+    /// graph fails as one: once any of its runs fails, the others are
+    /// stopped. A failure of a branch or an input is returned before this
+    /// run's own (it is the cause: a branch that fails stops its tee; the
+    /// others, stopped, end without an error of their own).
     pub fn join(mut self) -> Result<RunReport, Error> {
         let coordinator = self.coordinator.take().ok_or(Error::NotRunning)?;
-        let result = match coordinator.join() {
-            Ok(result) => result,
-            Err(payload) => Err(Error::StagePanicked {
-                stage: "coordinator".into(),
-                message: panic_message(&*payload),
-            }),
-        };
-        // This run's stages are gone: a tee's branch has seen its input
-        // close, a merge's inputs have fed everything in.
-        let mut first_failure = None;
-        for sub in std::mem::take(&mut self.subruns) {
-            if let Err(error) = sub.join() {
-                first_failure.get_or_insert(error);
+        if self.subruns.is_empty() {
+            return joined(coordinator);
+        }
+        let mut main = Some(coordinator);
+        let mut main_result = None;
+        let mut subs: Vec<Option<PipelineHandle>> = std::mem::take(&mut self.subruns)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut sub_failure = None;
+        let mut stopped = false;
+        loop {
+            if main.as_ref().is_some_and(JoinHandle::is_finished) {
+                main_result = main.take().map(joined);
             }
+            for slot in &mut subs {
+                if slot.as_ref().is_some_and(PipelineHandle::is_finished) {
+                    if let Some(Err(error)) = slot.take().map(PipelineHandle::join) {
+                        sub_failure.get_or_insert(error);
+                    }
+                }
+            }
+            let failed = sub_failure.is_some() || matches!(main_result, Some(Err(_)));
+            if failed && !stopped {
+                stopped = true;
+                if main.is_some() {
+                    let _ = self.commands.send(Message::Command(Command::Abort));
+                }
+                subs.iter().flatten().for_each(PipelineHandle::stop);
+            }
+            if main.is_none() && subs.iter().all(Option::is_none) {
+                break;
+            }
+            // The runs end on their own threads; nothing here is urgent
+            // enough to spin for.
+            thread::sleep(std::time::Duration::from_millis(1));
         }
-        match first_failure {
-            Some(error) => Err(error),
-            None => result,
+        match (sub_failure, main_result) {
+            (Some(error), _) => Err(error),
+            (None, Some(result)) => result,
+            (None, None) => Err(Error::NotRunning),
         }
+    }
+
+    /// Asks this run and its branches and inputs to stop, without waiting.
+    fn stop(&self) {
+        let _ = self.commands.send(Message::Command(Command::Abort));
+        self.subruns.iter().for_each(PipelineHandle::stop);
     }
 
     /// Ties `sub` (a tee branch or merge input) to this run.
@@ -100,10 +131,12 @@ impl PipelineHandle {
         self.shared.metrics()
     }
 
-    /// Whether the run has ended (every stage finished, or it failed):
-    /// [`join`](Self::join) then returns at once.
+    /// Whether the run has ended (every stage finished, or it failed),
+    /// its tee branches and merge inputs too: [`join`](Self::join) then
+    /// returns at once.
     pub fn is_finished(&self) -> bool {
         self.coordinator.as_ref().is_none_or(|c| c.is_finished())
+            && self.subruns.iter().all(PipelineHandle::is_finished)
     }
 
     /// Items each stage has taken in and handed out so far, source first.
@@ -140,9 +173,22 @@ impl PipelineHandle {
 impl Drop for PipelineHandle {
     fn drop(&mut self) {
         if let Some(coordinator) = self.coordinator.take() {
-            let _ = self.commands.send(Message::Command(Command::Abort));
+            // Branches first: a tee waiting for room in its branch's input
+            // then fails at once instead of waiting for the branch to drain.
+            self.stop();
             let _ = coordinator.join();
         }
+    }
+}
+
+/// The result of a run whose coordinator thread is done (or about to be).
+fn joined(coordinator: JoinHandle<Result<RunReport, Error>>) -> Result<RunReport, Error> {
+    match coordinator.join() {
+        Ok(result) => result,
+        Err(payload) => Err(Error::StagePanicked {
+            stage: "coordinator".into(),
+            message: panic_message(&*payload),
+        }),
     }
 }
 

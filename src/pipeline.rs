@@ -368,6 +368,11 @@ impl<T: Item> Pipeline<T> {
     /// ended; a failure of the branch fails the run with the branch's
     /// error.
     ///
+    /// The tee reaches a switch's barrier only between batches, and it
+    /// finishes a batch only once the branch has room for all of it: a
+    /// branch slower than `batch_size` items per `switch_timeout_ms` makes
+    /// the main pipeline's switches time out (and roll back).
+    ///
     /// # Examples
     ///
     /// ```

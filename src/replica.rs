@@ -190,6 +190,9 @@ pub(crate) struct Pool {
     inner: Option<Threads>,
     /// What an item costs: whether a batch is worth the pool.
     pub cost: Cost,
+    /// Cores this process may run on, once asked (in the process that
+    /// runs the stage).
+    cores: Option<(u32, usize)>,
 }
 
 struct Threads {
@@ -201,6 +204,21 @@ struct Threads {
 }
 
 impl Pool {
+    /// How many of `n` replicas can run at once here: `n`, at most the
+    /// cores this process may use.
+    pub(crate) fn width(&mut self, n: usize) -> usize {
+        let pid = std::process::id();
+        let cores = match self.cores {
+            Some((p, cores)) if p == pid => cores,
+            _ => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                self.cores = Some((pid, cores));
+                cores
+            }
+        };
+        n.min(cores).max(1)
+    }
+
     /// A pool for `n` replicas of `stage`, or `None` when `n` is 1 or the
     /// threads cannot be made (the batch then runs on the stage's thread:
     /// slower, never wrong).

@@ -361,16 +361,31 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
         // A replicated stage times its batches to decide whether the next
         // one is worth dealing out (see `replica::Cost`).
         let timer = (Op::REPLICABLE && par.n > 1).then(Instant::now);
-        let want = available.min(ctx.batch.saturating_mul(par.n));
+        // Replicas take one batch each, as far as there are cores to run
+        // them: beyond that a larger batch only delays the barrier.
+        let want = if Op::REPLICABLE && par.n > 1 {
+            available.min(ctx.batch.saturating_mul(par.pool.width(par.n)))
+        } else {
+            0
+        };
         if Op::REPLICABLE && par.n > 1 && par.pool.cost.worth_splitting(want) {
             // Replicas: the whole batch goes through `process_batch`,
             // which returns once every replica is done with it.
-            let mut items = Vec::with_capacity(want);
+            let mut items = Vec::with_capacity(want.min(ctx.batch));
             let taken = input.take(want, |x| {
                 items.push(x);
                 true
             })?;
-            op.process_batch(items, par.pool.get(par.n, par.stage), par.n, &mut batch);
+            // `want` was an upper bound (a shared-memory inbox does not
+            // count its items ahead): decide on what came.
+            let split = par.pool.cost.worth_splitting(items.len());
+            let pool = if split {
+                par.pool.get(par.n, par.stage)
+            } else {
+                None
+            };
+            let threads = if pool.is_some() { par.n } else { 1 };
+            op.process_batch(items, pool, par.n, &mut batch);
             while let Some((seq, at)) = stamps.take_below(base_in + taken as u64) {
                 let Some(i) = seq.checked_sub(base_in) else {
                     continue;
@@ -389,7 +404,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
             tally.items_in += taken as u64;
             tally.items_out += count;
             control.record(tally.items_in, tally.items_out);
-            par.pool.cost.observe(timer, taken, par.n);
+            par.pool.cost.observe(timer, taken, threads);
             continue;
         }
         if Op::ONE_TO_ONE {

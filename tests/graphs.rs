@@ -6,7 +6,7 @@
 mod hybrid_support;
 
 use hybrid_support::{
-    assert_nothing_left, collector, join_bounded, manual_only, serial, take, wait_until,
+    assert_nothing_left, bounded, collector, join_bounded, manual_only, serial, take, wait_until,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -562,4 +562,73 @@ fn sigkill_of_a_replicated_worker_names_the_stage() {
         other => panic!("expected WorkerCrashed, got {other:?}"),
     }
     assert_nothing_left("after killing a replicated worker");
+}
+
+/// The graph fails as one: a failing merged sink stops an endless input,
+/// a failing input stops the merged run and an endless sibling, and `join`
+/// returns the failure, not a hang.
+#[test]
+fn a_failure_anywhere_in_a_merge_stops_the_whole_graph() {
+    let _serial = serial();
+    let err = bounded("join of a merge whose sink fails", || {
+        Pipeline::merge(
+            "m",
+            vec![Pipeline::from_iter(0u64..), Pipeline::from_iter(0..10u64)],
+        )
+        .sink(|x| assert!(x != 5, "sink refuses 5"))
+        .run()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::StagePanicked { stage, message } if stage == "sink" && message.contains("refuses 5")),
+        "{err}"
+    );
+    let err = bounded("join of a merge whose input fails", || {
+        Pipeline::merge(
+            "m",
+            vec![
+                Pipeline::from_iter(0u64..),
+                Pipeline::from_iter(0..1_000u64).map("bad", |x: u64| {
+                    assert!(x != 500, "bad at 500");
+                    x
+                }),
+            ],
+        )
+        .sink(|_| {})
+        .run()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::StagePanicked { stage, .. } if stage == "bad"),
+        "{err}"
+    );
+    assert_nothing_left("failing merges");
+}
+
+/// Dropping the handle of a graph whose tee branch is slow returns
+/// promptly (the branch is stopped first) and leaves nothing running.
+#[test]
+fn dropping_a_graph_with_a_slow_branch_stops_it_promptly() {
+    let _serial = serial();
+    let handle = Pipeline::from_iter(0u64..)
+        // The branch stops within an item (batch 1); the tee, with a full
+        // batch of 256 to push, would need 256 × 20 ms if it waited.
+        .tee("audit", |b| {
+            b.sink(|_| std::thread::sleep(Duration::from_millis(20)))
+                .batch_size(1)
+        })
+        .sink(|_| {})
+        .spawn()
+        .unwrap();
+    wait_until("the branch to fill up", || {
+        handle.stage_counts()[1].1 > 5_000
+    });
+    let started = std::time::Instant::now();
+    bounded("drop", move || drop(handle));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    assert_nothing_left("dropping a graph");
 }
