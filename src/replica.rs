@@ -53,9 +53,26 @@ pub(crate) struct Cost {
     /// Moving average of the nanoseconds of one thread's time per item;
     /// 0 until the first batch, which therefore runs on one thread.
     ns_per_item: f64,
+    /// Batches seen: one in [`TIME_EVERY`] is timed.
+    batches: u32,
+    /// Whether the last timed batch was dealt out (then every batch is
+    /// timed: it costs far more than two clock reads).
+    split: bool,
 }
 
+/// A replicated stage times one batch in this many: two clock reads per
+/// batch cost a cheap map a tenth of its throughput.
+const TIME_EVERY: u32 = 8;
+
 impl Cost {
+    /// Whether to time the batch about to run (the first, then one in
+    /// [`TIME_EVERY`]).
+    #[inline]
+    pub(crate) fn time_this_batch(&mut self) -> bool {
+        self.batches = self.batches.wrapping_add(1);
+        self.split || self.ns_per_item == 0.0 || self.batches % TIME_EVERY == 0
+    }
+
     /// Whether a batch of `items` is worth dealing out.
     #[inline]
     pub(crate) fn worth_splitting(&self, items: usize) -> bool {
@@ -80,10 +97,16 @@ impl Cost {
             return;
         }
         let sample = since.elapsed().as_nanos() as f64 * threads as f64 / items as f64;
+        self.split = threads > 1;
         self.ns_per_item = if self.ns_per_item == 0.0 {
             sample
         } else {
-            0.8 * self.ns_per_item + 0.2 * sample
+            // A batch during which the thread lost its core measures the
+            // scheduler, not the operator: one such sample may raise the
+            // estimate fourfold at most, so it cannot send a cheap stage
+            // into dealing out for long; a real rise still shows within a
+            // few batches.
+            0.8 * self.ns_per_item + 0.2 * sample.min(4.0 * self.ns_per_item)
         };
     }
 }

@@ -333,6 +333,8 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Par<'a> {
     pub pool: &'a mut Pool,
     pub n: usize,
+    /// How many of the `n` can run at once here (`Pool::width`).
+    pub width: usize,
     pub stage: &'a str,
 }
 
@@ -360,11 +362,12 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
         stamps.refresh(base_in);
         // A replicated stage times its batches to decide whether the next
         // one is worth dealing out (see `replica::Cost`).
-        let timer = (Op::REPLICABLE && par.n > 1).then(Instant::now);
+        let timer =
+            (Op::REPLICABLE && par.n > 1 && par.pool.cost.time_this_batch()).then(Instant::now);
         // Replicas take one batch each, as far as there are cores to run
         // them: beyond that a larger batch only delays the barrier.
         let want = if Op::REPLICABLE && par.n > 1 {
-            available.min(ctx.batch.saturating_mul(par.pool.width(par.n)))
+            available.min(ctx.batch.saturating_mul(par.width))
         } else {
             0
         };
@@ -631,9 +634,12 @@ where
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
         let (op, tally, stamps) = (&mut self.op, &mut self.tally, &mut self.stamps);
+        let n = self.replicas.count(ctx.in_worker);
+        let width = if n > 1 { self.pool.width(n) } else { 1 };
         let par = Par {
             pool: &mut self.pool,
-            n: self.replicas.count(ctx.in_worker),
+            n,
+            width,
             stage: &self.name,
         };
         // One dispatch per run: the loop below is monomorphised for the
