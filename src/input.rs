@@ -1,7 +1,9 @@
 //! Live input: the user's own thread pushes items into a running pipeline.
 
 use crate::error::Error;
-use ringweave_ipc::ring::{Producer, PushError};
+use crate::port::{interrupted, StageExit};
+use ringweave_ipc::control::StageControl;
+use ringweave_ipc::ring::{Producer, PushError, WaitOutcome};
 use std::fmt;
 use std::time::Duration;
 
@@ -114,5 +116,30 @@ impl<T> Input<T> {
     /// Items the input ring holds.
     pub fn capacity(&self) -> usize {
         self.producer.capacity()
+    }
+
+    /// Waits until the ring has room, interruptibly: `Ok(free slots)`, or
+    /// `Err` when the barrier pauses the stage (or an abort stops it) while
+    /// it waits, or the reading pipeline is gone (`Aborted`). For a tee,
+    /// which pushes into its branch's input.
+    pub(crate) fn await_room(&mut self, control: &StageControl) -> Result<usize, StageExit> {
+        loop {
+            let free = self.producer.slots();
+            if free > 0 {
+                return Ok(free);
+            }
+            // The barrier does not know this ring's waker: a parked wait
+            // ends when the branch frees a slot (one item's time), and
+            // then sees the request.
+            match self
+                .producer
+                .wait_for_slots(1, None, || control.interrupted())
+            {
+                WaitOutcome::Ready(free) => return Ok(free),
+                WaitOutcome::Closed => return Err(StageExit::Aborted),
+                WaitOutcome::Interrupted => interrupted(control)?,
+                WaitOutcome::TimedOut => {}
+            }
+        }
     }
 }

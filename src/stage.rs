@@ -91,6 +91,14 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
     /// which feeds a branch running here).
     const LOCAL: bool = false;
 
+    /// How many items the operator can take now without blocking, waiting
+    /// (interruptibly: `Err` on a pause or an abort) until it can take
+    /// one. Only a tee waits here, for room in its branch.
+    #[inline]
+    fn room(&mut self, _control: &StageControl) -> Result<usize, StageExit> {
+        Ok(usize::MAX)
+    }
+
     /// Processes a whole batch over `n` replicas (threads of `pool` and the
     /// calling one), appending the outputs in input order. The default
     /// runs it on this thread.
@@ -209,8 +217,10 @@ where
 }
 
 /// `tee`: every item goes on, and a clone of it into the branch's
-/// [`Input`], which a pipeline running in this process reads. Waits while
-/// the branch is full, so a slow branch backpressures the whole graph.
+/// [`Input`], which a pipeline running in this process reads. Takes no more
+/// items than the branch has room for (`room`, which waits interruptibly),
+/// so a slow branch backpressures the whole graph and the barrier still
+/// reaches the tee within one branch item.
 pub(crate) struct TeeOp<T> {
     pub name: String,
     pub branch: Input<T>,
@@ -238,6 +248,10 @@ impl<T: Clone + Send + 'static> Operator<T, T> for TeeOp<T> {
     }
 
     const LOCAL: bool = true;
+
+    fn room(&mut self, control: &StageControl) -> Result<usize, StageExit> {
+        self.branch.await_room(control)
+    }
 }
 
 /// `stateful`: explicit state threaded through every call.
@@ -357,7 +371,7 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
     let control = ctx.control;
     let mut batch = Batch::default();
     exit_of((|| loop {
-        let available = next_batch(input, out, control)?;
+        let available = next_batch(input, out, control)?.min(op.room(control)?);
         let (base_in, base_out) = (tally.items_in, tally.items_out);
         stamps.refresh(base_in);
         // A replicated stage times its batches to decide whether the next

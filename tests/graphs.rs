@@ -632,3 +632,51 @@ fn dropping_a_graph_with_a_slow_branch_stops_it_promptly() {
     );
     assert_nothing_left("dropping a graph");
 }
+
+/// A slow branch does not hold up a switch at the tee: the tee takes only
+/// what the branch has room for and waits for room where the barrier
+/// reaches it.
+#[test]
+fn a_slow_branch_does_not_time_out_switches() {
+    let _serial = serial();
+    let (branch, branch_sink) = collector();
+    let (out, sink) = collector();
+    let handle = Pipeline::from_iter(0u64..)
+        .tee("audit", move |b| {
+            let mut sink = branch_sink;
+            // A tee that pushed a whole batch of 256 before it looked at
+            // the barrier would take ~0.8 s, past the 300 ms switch timeout
+            // below. (The branch frees a slot per item: batch 1.)
+            b.sink(move |x| {
+                std::thread::sleep(Duration::from_micros(3_000));
+                sink(x)
+            })
+            .batch_size(1)
+        })
+        .map("inc", |x: u64| x + 1)
+        .mode(manual_only(300))
+        .sink(sink)
+        .spawn()
+        .unwrap();
+    // The branch's input ring is full: the tee waits for room.
+    wait_until("the tee to fill its branch", || {
+        handle.stage_counts()[1].2 >= ringweave::DEFAULT_RING_CAPACITY as u64
+    });
+    // Out. (Back is not asserted: a distributed source stuck behind the
+    // slow tee holds a record's worth of items it must hand over before it
+    // can pause, whatever the tee does.)
+    let event = handle.switch_to(Mode::Distributed).unwrap();
+    assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
+    drop(handle);
+    let got = take(&out);
+    assert!(
+        got.iter().copied().eq(1..=got.len() as u64),
+        "main output out of order"
+    );
+    let b = take(&branch);
+    assert!(
+        b.iter().copied().eq(0..b.len() as u64),
+        "branch output out of order"
+    );
+    assert_nothing_left("slow branch and switches");
+}
