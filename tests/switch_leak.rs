@@ -104,3 +104,93 @@ fn live_heap_is_flat_over_100_switch_pairs() {
         "live heap grew {grown} bytes over {pairs} switch pairs (allowed {allowed})"
     );
 }
+
+/// The same for a graph: a tee, a replicated map and a keyed stage with
+/// more replicas in the workers than here (each switch makes and drops a
+/// pool in the worker; this process keeps one), and no descriptor left
+/// behind either.
+#[test]
+fn live_heap_and_descriptors_are_flat_over_graph_switches() {
+    let _serial = serial();
+    ringweave::always_split(true);
+    let fast = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicI64::new(0));
+    let checksum = Arc::new(AtomicI64::new(0));
+    let branch = Arc::new(AtomicI64::new(0));
+    let (d, c, b) = (
+        Arc::clone(&delivered),
+        Arc::clone(&checksum),
+        Arc::clone(&branch),
+    );
+    let n = 1_000_000u64;
+    let step = |s: &mut u64, x: u64| {
+        *s = s.wrapping_mul(31).wrapping_add(x);
+        Some(*s)
+    };
+    let handle = Pipeline::from_iter(throttled(n, &fast))
+        .map("double", |x: u64| x * 2)
+        .replicas(2)
+        .tee("audit", move |branch| {
+            branch.sink(move |_| {
+                b.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .stateful_by_key("keyed", |x: &u64| x % 64, || 0u64, step)
+        .replicas(1)
+        .distributed_replicas(3)
+        .mode(manual_only(10_000))
+        .batch_size(8)
+        .sink(move |x: u64| {
+            d.fetch_add(1, Ordering::Relaxed);
+            // Order-sensitive: rotate, then mix in.
+            let old = c.load(Ordering::Relaxed) as u64;
+            c.store((old.rotate_left(5) ^ x) as i64, Ordering::Relaxed);
+        })
+        .spawn()
+        .unwrap();
+    let pair = || {
+        for to in [Mode::Distributed, Mode::InProcess] {
+            let event = handle.switch_to(to).unwrap();
+            assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
+        }
+    };
+    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    for _ in 0..10 {
+        pair();
+    }
+    let (before, fds_before) = (LIVE.load(Ordering::Relaxed), descriptors());
+    let pairs = 100;
+    for _ in 0..pairs {
+        pair();
+    }
+    let (after, fds_after) = (LIVE.load(Ordering::Relaxed), descriptors());
+    fast.store(true, Ordering::Relaxed);
+    join_bounded(handle).unwrap();
+    ringweave::always_split(false);
+
+    let mut states = std::collections::HashMap::new();
+    let expected = (0..n).map(|x| x * 2).fold(0u64, |acc, x| {
+        let out = step(states.entry(x % 64).or_insert(0u64), x).unwrap();
+        acc.rotate_left(5) ^ out
+    });
+    assert_eq!(delivered.load(Ordering::Relaxed), n as i64);
+    assert_eq!(branch.load(Ordering::Relaxed), n as i64);
+    assert_eq!(
+        checksum.load(Ordering::Relaxed) as u64,
+        expected,
+        "sequence differs"
+    );
+    assert_eq!(
+        fds_after, fds_before,
+        "descriptors left over {pairs} switch pairs"
+    );
+    let per_switch = (std::mem::size_of::<ringweave::SwitchEvent>()
+        + std::mem::size_of::<ringweave::SwitchImpact>()) as i64;
+    let allowed = 2 * per_switch * 2 * pairs as i64 + 512;
+    let grown = after - before;
+    println!("graph: live heap grew {grown} bytes over {pairs} switch pairs");
+    assert!(
+        grown <= allowed,
+        "live heap grew {grown} bytes over {pairs} switch pairs (allowed {allowed})"
+    );
+}
