@@ -236,9 +236,10 @@ fn main() {
     lines.push(format!(
         "Switch pause (medians of {}), out / back: plain map {:.2} / {:.2} ms; keyed stage \
          with 100 k keys, 1 → 4 → 1 replicas, {:.2} / {:.2} ms. Out, the state goes with \
-         the stage's memory through fork and the 3 replica threads start in the worker \
-         after the barrier; back, every key's state is archived in the worker and \
-         validated and rebuilt here inside the pause.",
+         the stage's memory through fork, and the worker forks its 3 replica processes \
+         after the barrier, at its first batch; back, the worker gathers each replica's \
+         groups, then every key's state is archived there and validated and rebuilt \
+         here, inside the pause.",
         rounds.min(3),
         p[0],
         p[1],

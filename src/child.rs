@@ -58,6 +58,8 @@ pub(crate) struct WorkerPlan {
     pub stamps: (*const RecordRing, *const RecordRing),
     /// An injected fault: exit before attaching.
     pub dies: bool,
+    /// Bytes a stage's archived state may take (`max_state_bytes`).
+    pub state_bytes: usize,
 }
 
 /// A compile-time check that a worker's closure is `Copy`, so owns nothing
@@ -116,6 +118,21 @@ fn worker_main(
     plan: WorkerPlan,
     input: Erased<End>,
     output: Erased<End>,
+    stamps: (StampRx, StampTx),
+) -> i32 {
+    let code = worker_loop(plan, input, output, stamps);
+    // SAFETY: as in `worker_loop`, which has returned its borrows.
+    let (stage, shared) = unsafe { (&mut *plan.stage, &*plan.shared) };
+    // The stage's replica processes, if it made any, go with it.
+    stage.stop_replicas(shared.controls.slot(plan.index));
+    code
+}
+
+/// [`worker_main`] but for the replica processes.
+fn worker_loop(
+    plan: WorkerPlan,
+    input: Erased<End>,
+    output: Erased<End>,
     (stamps_in, stamps_out): (StampRx, StampTx),
 ) -> i32 {
     let index = plan.index;
@@ -132,6 +149,8 @@ fn worker_main(
         edge_items: plan.edge_items,
         latency: &shared.latency,
         in_worker: true,
+        slot: Some(table.slot(index)),
+        state_bytes: plan.state_bytes,
     };
     let slot = table.slot(index);
     // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.
@@ -161,7 +180,17 @@ fn worker_main(
                 return EXIT_ABORTED;
             }
             StageExit::Failed(error) => {
-                leave_error(table, index, &error.to_string());
+                // A replica process that died: the parent names it from
+                // the slot (`failed_replica`) and wants how it ended.
+                let message = match error {
+                    crate::error::Error::WorkerCrashed { exit, .. }
+                        if slot.failed_replica.load(Ordering::Relaxed) != 0 =>
+                    {
+                        exit
+                    }
+                    error => error.to_string(),
+                };
+                leave_error(table, index, &message);
                 stage.detach_shm();
                 return EXIT_FAILED;
             }

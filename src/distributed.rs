@@ -220,6 +220,7 @@ impl Distributed {
                     .options
                     .faults
                     .contains(&Fault::WorkerDiesAtStart(name.to_owned())),
+                state_bytes: run.options.max_state_bytes,
             };
             let slot = run.controls().slot(node.0);
             // Written by the worker when it is attached.
@@ -243,6 +244,7 @@ impl Distributed {
                 Ok(worker) => {
                     let pid = worker.pid().as_raw() as u32;
                     slot.pid.store(pid, Ordering::Relaxed);
+                    slot.failed_replica.store(0, Ordering::Relaxed);
                     workers[node.0] = Some(worker);
                 }
                 // `workers` drops here: every worker forked so far is killed
@@ -535,7 +537,25 @@ impl Distributed {
         } else {
             String::new()
         };
-        let stage = run.name(NodeId(index)).to_owned();
+        let mut stage = run.name(NodeId(index)).to_owned();
+        let slot = run.controls().slot(index);
+        // Relaxed: written by the worker before it exited, which `ended`
+        // (its reaping) orders before this.
+        let replica = slot.failed_replica.load(Ordering::Relaxed) as usize;
+        if ended == Some(WorkerExit::Exited(EXIT_FAILED)) && replica != 0 {
+            // One of its replica processes died: that is the crash.
+            stage = format!("{stage}[{replica}]");
+            let pid = slot
+                .replica_pids
+                .0
+                .get(replica)
+                .map_or(0, |p| p.load(Ordering::Relaxed));
+            return Some(Error::WorkerCrashed {
+                stage,
+                pid: pid as i32,
+                exit: message,
+            });
+        }
         Some(
             if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
                 // Only `worker_main` exits with this code after a panic it
@@ -780,7 +800,11 @@ pub(crate) fn switch_timeout(options: &Options) -> Duration {
 /// Forgets the worker pids the handle reports.
 fn clear_pids(controls: &ControlTable) {
     for index in 0..controls.stages() {
-        controls.slot(index).pid.store(0, Ordering::Relaxed);
+        let slot = controls.slot(index);
+        slot.pid.store(0, Ordering::Relaxed);
+        for pid in &slot.replica_pids.0 {
+            pid.store(0, Ordering::Relaxed);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::report::RunReport;
 use crate::shared::Shared;
-use crate::topology::Topology;
+use crate::topology::{NodeId, Topology};
 use ringweave_ipc::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -156,17 +156,33 @@ impl PipelineHandle {
 impl PipelineHandle {
     /// The worker processes running now, as `(stage, pid)`: empty unless
     /// the pipeline is distributed. For operators (and tests that kill one).
+    ///
+    /// A stage with more than one replica while distributed lists each
+    /// replica process as `stage[i]`: `stage[0]` is its worker, the others
+    /// are forked from it once the stage first deals a batch out (until
+    /// then only `stage[0]` is listed).
     pub fn worker_pids(&self) -> Vec<(String, u32)> {
-        self.shared
-            .names
-            .iter()
-            .enumerate()
-            .filter_map(|(index, name)| {
-                // Relaxed: informational; the coordinator owns the worker.
-                let pid = self.shared.controls.slot(index).pid.load(Ordering::Relaxed);
-                (pid != 0).then(|| (name.clone(), pid))
-            })
-            .collect()
+        let mut pids = Vec::new();
+        for (index, name) in self.shared.names.iter().enumerate() {
+            let slot = self.shared.controls.slot(index);
+            // Relaxed: informational; the coordinator owns the worker.
+            let pid = slot.pid.load(Ordering::Relaxed);
+            if pid == 0 {
+                continue;
+            }
+            if self.shared.replicas_in(NodeId(index), Mode::Distributed) < 2 {
+                pids.push((name.clone(), pid));
+                continue;
+            }
+            pids.push((format!("{name}[0]"), pid));
+            for (r, replica) in slot.replica_pids.0.iter().enumerate().skip(1) {
+                let pid = replica.load(Ordering::Relaxed);
+                if pid != 0 {
+                    pids.push((format!("{name}[{r}]"), pid));
+                }
+            }
+        }
+        pids
     }
 }
 

@@ -58,6 +58,16 @@ impl<K: Hash + Eq + Clone, S> Group<K, S> {
         }
     }
 
+    /// A group holding `pairs` (a decoded snapshot's).
+    fn from_pairs(pairs: Vec<(K, S)>) -> Self {
+        let index = pairs
+            .iter()
+            .enumerate()
+            .map(|(at, (key, _))| (key.clone(), at))
+            .collect();
+        Self { pairs, index }
+    }
+
     /// Runs `f` on `key`'s state (made by `init` the first time).
     #[inline]
     fn apply<In, Out>(
@@ -122,6 +132,8 @@ where
 
     const REPLICABLE: bool = true;
 
+    const KEYED: bool = true;
+
     fn process_batch(
         &mut self,
         items: Vec<In>,
@@ -184,6 +196,32 @@ where
         }
     }
 
+    fn route(&self, items: &[In], n: usize) -> Option<Vec<u8>> {
+        Some(
+            items
+                .iter()
+                .map(|item| owner(group_of(&(self.key)(item)), n) as u8)
+                .collect(),
+        )
+    }
+
+    fn absorb(&mut self, state: Erased<State>, replica: usize, n: usize) {
+        let groups = state.open::<Vec<Vec<(K, S)>>>();
+        let (first, end) = (first_group(replica, n), first_group(replica + 1, n));
+        for (g, pairs) in groups.into_iter().enumerate().take(end).skip(first) {
+            self.groups[g] = Group::from_pairs(pairs);
+        }
+    }
+
+    fn keep_only(&mut self, replica: usize, n: usize) {
+        let (first, end) = (first_group(replica, n), first_group(replica + 1, n));
+        for (g, group) in self.groups.iter_mut().enumerate() {
+            if !(first..end).contains(&g) {
+                *group = Group::new();
+            }
+        }
+    }
+
     fn save_state(&self, area: &mut [u8]) -> Result<usize, StateError> {
         let pairs: Vec<&Vec<(K, S)>> = self.groups.iter().map(|g| &g.pairs).collect();
         archive_state(&Snapshot(pairs), area)
@@ -202,17 +240,7 @@ where
 
     fn set_state(&mut self, state: Erased<State>) {
         let groups = state.open::<Vec<Vec<(K, S)>>>();
-        self.groups = groups
-            .into_iter()
-            .map(|pairs| {
-                let index = pairs
-                    .iter()
-                    .enumerate()
-                    .map(|(at, (key, _))| (key.clone(), at))
-                    .collect();
-                Group { pairs, index }
-            })
-            .collect();
+        self.groups = groups.into_iter().map(Group::from_pairs).collect();
     }
 }
 

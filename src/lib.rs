@@ -61,6 +61,7 @@ mod pipeline;
 mod plan;
 mod port;
 mod replica;
+mod replica_proc;
 mod report;
 mod shared;
 mod shm;

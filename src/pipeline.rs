@@ -206,6 +206,7 @@ impl<T: Item> Pipeline<T> {
                 stamps: Stamps::default(),
                 replicas: Replicas::default(),
                 pool: Pool::default(),
+                procs: None,
             }),
         );
         Pipeline {

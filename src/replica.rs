@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::port::Emit;
 
 /// The most replicas one stage may have.
-pub const MAX_REPLICAS: usize = 64;
+pub const MAX_REPLICAS: usize = ringweave_ipc::control::MAX_REPLICA_PROCESSES;
 
 /// Batches smaller than this are run on the stage's own thread: dealing a
 /// handful of items costs more than it saves, and at low rates every item
@@ -191,7 +191,7 @@ impl<Out> Batch<Out> {
     }
 
     /// Appends `part`, shifting its ends by what is here already.
-    fn append(&mut self, part: Batch<Out>) {
+    pub(crate) fn append(&mut self, part: Batch<Out>) {
         let base = self.items.len() as u32;
         self.items.extend(part.items);
         self.ends.extend(part.ends.into_iter().map(|e| e + base));

@@ -9,15 +9,17 @@
 //! stop it at a point where no item is half-processed.
 
 use crate::erased::{End, Erased, ErasedMut, State};
+use crate::error::Error;
 use crate::heap::RingOutbox;
 use crate::input::Input;
 use crate::item::Item;
 use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
 use crate::port::{await_room, boundary, exit_of, next_batch, Emit, Inbox, Outbox, StageExit};
 use crate::replica::{split_run, Batch, Pool, Replicas};
+use crate::replica_proc::{ReplicaFailure, Replicas as ProcReplicas};
 use crate::shm::{ShmInbox, ShmOutbox};
 use crate::transport::{Rx, Transport, Tx};
-use ringweave_ipc::control::StageControl;
+use ringweave_ipc::control::{StageControl, StageSlot};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
 use ringweave_ipc::ring::{map_chunk, RingWaker};
 use std::time::Instant;
@@ -87,9 +89,28 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
     /// state, or only keyed state.
     const REPLICABLE: bool = false;
 
+    /// Whether the operator keeps state per key, split between replicas
+    /// (`stateful_by_key`).
+    const KEYED: bool = false;
+
     /// Whether the stage must run in this process in every mode (a tee,
     /// which feeds a branch running here).
     const LOCAL: bool = false;
+
+    /// Which of `n` replicas each of `items` goes to, for replica
+    /// processes; `None`: contiguous runs (stateless operators).
+    fn route(&self, _items: &[In], _n: usize) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes from `state` (a decoded state of this operator, as replica
+    /// `replica` of `n` kept it) what that replica owns: the keyed groups
+    /// a replica process updated while the worker's copy went stale.
+    fn absorb(&mut self, _state: Erased<State>, _replica: usize, _n: usize) {}
+
+    /// Drops the state replica `replica` of `n` does not own (a replica
+    /// process, just forked with a copy of all of it).
+    fn keep_only(&mut self, _replica: usize, _n: usize) {}
 
     /// How many items the operator can take now without blocking, waiting
     /// (interruptibly: `Err` on a pause or an abort) until it can take
@@ -341,15 +362,23 @@ pub(crate) struct Ctx<'a> {
     /// Whether this is a worker process (the distributed replica count
     /// applies).
     pub in_worker: bool,
+    /// The worker's slot in the control table (worker processes only):
+    /// where replica processes' pids go.
+    pub slot: Option<&'a StageSlot>,
+    /// Bytes a stage's archived state may take (`max_state_bytes`).
+    pub state_bytes: usize,
 }
 
 /// A replicated stage's threads and count, for [`run_transform`].
-pub(crate) struct Par<'a> {
+pub(crate) struct Par<'a, In, Out> {
     pub pool: &'a mut Pool,
     pub n: usize,
     /// How many of the `n` can run at once here (`Pool::width`).
     pub width: usize,
     pub stage: &'a str,
+    /// In a worker: the stage's replica processes, made at the first batch
+    /// dealt out.
+    pub procs: Option<&'a mut Option<ProcReplicas<In, Out>>>,
 }
 
 /// The transform loop: batches from `input` through `op` into `out`.
@@ -366,8 +395,12 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
     tally: &mut Tally,
     stamps: &mut Stamps,
     ctx: &Ctx<'_>,
-    par: Par<'_>,
-) -> StageExit {
+    mut par: Par<'_, In, Out>,
+) -> StageExit
+where
+    In: Item,
+    Out: Item,
+{
     let control = ctx.control;
     let mut batch = Batch::default();
     exit_of((|| loop {
@@ -396,13 +429,22 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
             // `want` was an upper bound (a shared-memory inbox does not
             // count its items ahead): decide on what came.
             let split = par.pool.cost.worth_splitting(items.len());
-            let pool = if split {
-                par.pool.get(par.n, par.stage)
-            } else {
-                None
-            };
-            let threads = if pool.is_some() { par.n } else { 1 };
-            op.process_batch(items, pool, par.n, &mut batch);
+            let threads = if split { par.n } else { 1 };
+            match par.procs.as_mut() {
+                // Once a keyed stage has replica processes, they own their
+                // keys' state: every batch goes to them, split or not.
+                Some(procs) if split || (Op::KEYED && procs.is_some()) => {
+                    deal_to_processes(op, procs, items, &mut batch, par.stage, par.n, ctx)?;
+                }
+                _ => {
+                    let pool = if split {
+                        par.pool.get(par.n, par.stage)
+                    } else {
+                        None
+                    };
+                    op.process_batch(items, pool, par.n, &mut batch);
+                }
+            }
             while let Some((seq, at)) = stamps.take_below(base_in + taken as u64) {
                 let Some(i) = seq.checked_sub(base_in) else {
                     continue;
@@ -498,6 +540,62 @@ pub(crate) fn run_transform<In, Out, Op: Operator<In, Out>>(
     })())
 }
 
+/// Runs a batch over the stage's replica processes (made now if this is
+/// the first), in a worker.
+fn deal_to_processes<In: Item, Out: Item, Op: Operator<In, Out>>(
+    op: &mut Op,
+    procs: &mut Option<ProcReplicas<In, Out>>,
+    items: Vec<In>,
+    batch: &mut Batch<Out>,
+    stage: &str,
+    n: usize,
+    ctx: &Ctx<'_>,
+) -> Result<(), StageExit> {
+    let Some(slot) = ctx.slot else {
+        unreachable!("replica processes are made only in a worker, which has its slot")
+    };
+    if procs.is_none() {
+        // SAFETY: a worker process runs this stage on its only thread, and
+        // `op` is the stage's operator.
+        let made = unsafe { ProcReplicas::spawn(op as *mut Op, n, stage, ctx.state_bytes, slot) };
+        *procs = Some(made.map_err(|reason| {
+            StageExit::Failed(Error::Distributed {
+                reason: format!("stage `{stage}`: starting its replica processes: {reason}"),
+            })
+        })?);
+    }
+    let Some(procs) = procs.as_mut() else {
+        unreachable!("made above")
+    };
+    let route = op.route(&items, n);
+    procs
+        .process(op, items, route, batch)
+        .map_err(|failure| replica_failed(failure, stage, slot))
+}
+
+/// What the failure of a replica process does to its stage: a crash is the
+/// crash of `stage[i]` (named to the coordinator through the slot); a panic
+/// is the stage's panic, with its message (resumed here, without running
+/// the panic hook, so that the worker reports it as its own).
+fn replica_failed(failure: ReplicaFailure, stage: &str, slot: &StageSlot) -> StageExit {
+    match failure {
+        ReplicaFailure::Died { replica, pid, exit } => {
+            // Relaxed: the parent reads it after reaping this worker.
+            slot.failed_replica
+                .store(replica as u32, std::sync::atomic::Ordering::Relaxed);
+            StageExit::Failed(Error::WorkerCrashed {
+                stage: format!("{stage}[{replica}]"),
+                pid: pid as i32,
+                exit,
+            })
+        }
+        ReplicaFailure::Panicked { message, .. } => std::panic::resume_unwind(Box::new(message)),
+        ReplicaFailure::Other(reason) => StageExit::Failed(Error::Distributed {
+            reason: format!("stage `{stage}`: {reason}"),
+        }),
+    }
+}
+
 /// The sink loop: batches from `input` into the user's closure.
 pub(crate) fn run_sink<T>(
     f: &mut impl FnMut(T),
@@ -591,10 +689,13 @@ pub(crate) trait ErasedStage: Send {
             items_out,
         };
     }
-    /// See [`Operator::save_state`]; the source and sink have no state.
-    fn save_state(&self, _area: &mut [u8]) -> Result<usize, StateError> {
+    /// See [`Operator::save_state`]; the source and sink have no state. A
+    /// stage with replica processes gathers their state first.
+    fn save_state(&mut self, _area: &mut [u8]) -> Result<usize, StateError> {
         Ok(0)
     }
+    /// Kills and reaps the stage's replica processes (a worker leaving).
+    fn stop_replicas(&mut self, _slot: &StageSlot) {}
     /// See [`Operator::decode_state`].
     fn decode_state(&self, _bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {
         Ok(None)
@@ -634,6 +735,8 @@ pub(crate) struct TransformStage<In, Out, Op> {
     pub stamps: Stamps,
     pub replicas: Replicas,
     pub pool: Pool,
+    /// In a worker: replicas `1..n` as processes.
+    pub procs: Option<ProcReplicas<In, Out>>,
 }
 
 impl<In, Out, Op> ErasedStage for TransformStage<In, Out, Op>
@@ -655,6 +758,7 @@ where
             n,
             width,
             stage: &self.name,
+            procs: (ctx.in_worker && n > 1).then_some(&mut self.procs),
         };
         // One dispatch per run: the loop below is monomorphised for the
         // pair of transports this run uses.
@@ -716,8 +820,37 @@ where
         &mut self.tally
     }
 
-    fn save_state(&self, area: &mut [u8]) -> Result<usize, StateError> {
+    fn save_state(&mut self, area: &mut [u8]) -> Result<usize, StateError> {
+        if let Some(procs) = &mut self.procs {
+            // The replica processes own their keys' state: bring it here.
+            let (op, n) = (&mut self.op, procs.count());
+            procs
+                .gather(|replica, bytes| {
+                    let state = op.decode_state(bytes).map_err(|e| e.to_string())?;
+                    if let Some(state) = state {
+                        op.absorb(state, replica, n);
+                    }
+                    Ok(())
+                })
+                .map_err(|failure| {
+                    StateError::Serialize(match failure {
+                        ReplicaFailure::Died { replica, pid, exit } => {
+                            format!("replica {replica} (process {pid}) {exit}")
+                        }
+                        ReplicaFailure::Panicked { replica, message } => {
+                            format!("replica {replica} panicked: {message}")
+                        }
+                        ReplicaFailure::Other(reason) => reason,
+                    })
+                })?;
+        }
         self.op.save_state(area)
+    }
+
+    fn stop_replicas(&mut self, slot: &StageSlot) {
+        if let Some(procs) = self.procs.take() {
+            procs.shut_down(slot);
+        }
     }
 
     fn decode_state(&self, bytes: &[u8]) -> Result<Option<Erased<State>>, StateError> {

@@ -276,8 +276,8 @@ fn keyed_state_moves_when_the_replica_count_changes() {
     assert_nothing_left("keyed rescale");
 }
 
-/// Replicas really run on several threads (in-process) and on several
-/// threads of the worker (distributed).
+/// Replicas really run on several threads (in-process) and as several
+/// processes (distributed).
 #[test]
 fn replicas_run_in_parallel() {
     let _serial = serial();
@@ -302,7 +302,7 @@ fn replicas_run_in_parallel() {
     let distinct = threads.lock().unwrap().len();
     assert!(distinct >= 2, "3 replicas ran on {distinct} thread(s)");
 
-    // Distributed: the worker of `slow` has its replica threads.
+    // Distributed: `slow` runs as three processes.
     let (out, sink) = collector();
     let handle = Pipeline::from_iter(paced(200_000))
         .map("slow", |x: u64| {
@@ -326,19 +326,17 @@ fn replicas_run_in_parallel() {
         .metrics()
         .to_prometheus()
         .contains("ringweave_stage_replicas{stage=\"slow\"} 3"));
-    let mut most = 0;
-    wait_until("the worker's replica threads", || {
-        if let Some((name, pid)) = handle.worker_pids().into_iter().next() {
-            assert_eq!(name, "slow");
-            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-                .map(|d| d.count())
-                .unwrap_or(0);
-            most = most.max(tasks);
-        }
-        most >= 3 || handle.is_finished()
+    // Each replica is a process of its own, named after the stage.
+    let mut pids = Vec::new();
+    wait_until("the replica processes of `slow`", || {
+        pids = handle.worker_pids();
+        pids.len() == 3 || handle.is_finished()
     });
+    let names: Vec<&str> = pids.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["slow[0]", "slow[1]", "slow[2]"]);
+    let distinct: HashSet<u32> = pids.iter().map(|p| p.1).collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
     join_bounded(handle).unwrap();
-    assert!(most >= 3, "the worker ran {most} thread(s), expected 3");
     assert_eq!(take(&out).len(), 200_000);
     assert_nothing_left("replicas in parallel");
 }
@@ -679,4 +677,45 @@ fn a_slow_branch_does_not_time_out_switches() {
         "branch output out of order"
     );
     assert_nothing_left("slow branch and switches");
+}
+
+/// SIGKILL of one replica process of a stage ends the run naming that
+/// replica (`score[2]`) and its pid; the worker and the other replicas go
+/// too, nothing is left behind.
+#[test]
+fn sigkill_of_a_replica_process_names_the_replica() {
+    let _serial = serial();
+    ringweave::always_split(true);
+    let handle = Pipeline::from_iter(0u64..)
+        .map("score", |x: u64| x.wrapping_mul(3))
+        .replicas(1)
+        .distributed_replicas(3)
+        .mode(ExecutionMode::Distributed)
+        .sink(|_| {})
+        .spawn()
+        .unwrap();
+    let mut victim = None;
+    wait_until("replica 2 of `score`", || {
+        victim = handle
+            .worker_pids()
+            .into_iter()
+            .find(|(name, _)| name == "score[2]");
+        victim.is_some()
+    });
+    let (_, pid) = victim.unwrap();
+    hybrid_support::sigkill(pid);
+    match join_bounded(handle) {
+        Err(Error::WorkerCrashed {
+            stage,
+            pid: reported,
+            exit,
+        }) => {
+            assert_eq!(stage, "score[2]");
+            assert_eq!(reported as u32, pid);
+            assert!(exit.contains("SIGKILL"), "{exit}");
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    ringweave::always_split(false);
+    assert_nothing_left("after killing a replica process");
 }

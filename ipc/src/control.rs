@@ -267,6 +267,27 @@ pub struct StageSlot {
     /// Process id of the stage's worker while one runs, else 0. Written by
     /// the coordinator; read by the handle (Relaxed: informational).
     pub pid: AtomicU32,
+    /// Process ids of the worker's replica processes (index 0 unused: the
+    /// worker itself is replica 0), 0 where none runs. Written by the
+    /// worker; read by the handle (Relaxed: informational).
+    pub replica_pids: ReplicaPids,
+    /// The replica whose process ended and failed the worker, or 0. Stored
+    /// by the worker before it exits; read by the parent after it reaped
+    /// the worker (the exit orders it).
+    pub failed_replica: AtomicU32,
+}
+
+/// The most replica processes one stage's worker may have (with itself).
+pub const MAX_REPLICA_PROCESSES: usize = 64;
+
+/// One process id per replica of a stage (see [`StageSlot::replica_pids`]).
+#[repr(C)]
+pub struct ReplicaPids(pub [AtomicU32; MAX_REPLICA_PROCESSES]);
+
+impl Default for ReplicaPids {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU32::new(0)))
+    }
 }
 
 impl StageSlot {

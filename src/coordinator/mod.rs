@@ -273,6 +273,8 @@ impl Coordinator {
                     edge_items,
                     latency: &shared.latency,
                     in_worker: false,
+                    slot: None,
+                    state_bytes: 0,
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),

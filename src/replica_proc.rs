@@ -1,0 +1,608 @@
+//! Replicas as processes: in a worker process, replicas `1..n` of a stage
+//! run in processes forked from the worker (replica 0 is the worker
+//! itself), so each replica is a process of its own — its own pid in
+//! `worker_pids()` (`score[2]`), its own crash — while the pipeline sees
+//! one stage, exactly as with the thread replicas of `replica.rs`.
+//!
+//! The worker deals each batch as the threads do (contiguous runs, or by
+//! key group), sends replica `r`'s part to it over a request ring, runs
+//! part 0 itself, then reads each replica's answer: the outputs over one
+//! ring and, over another, where each input's outputs end — read first, so
+//! the worker knows how many outputs to take. An empty request asks the
+//! replica to archive its state into its state area (keyed state: each
+//! replica owns its groups, and the worker gathers them before it saves).
+//!
+//! The replicas are forked lazily, at the first batch worth dealing out,
+//! from the worker, which has one thread then (fork-safe as the worker
+//! itself is: `ringweave_ipc::worker::Worker::spawn`'s rules), inherit the
+//! stage as it is at that moment (keyed state included) and die with the
+//! worker (`PR_SET_PDEATHSIG`); the worker kills and reaps them when it
+//! leaves.
+
+use crate::item::Item;
+use crate::replica::Batch;
+use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
+use crate::stage::Operator;
+use ringweave_ipc::control::StageSlot;
+use ringweave_ipc::record_ring::{PopError, PushError, RecordConsumer, RecordProducer, RecordRing};
+use ringweave_ipc::ring::WaitOutcome;
+use ringweave_ipc::segment::{Segment, SegmentLayout};
+use ringweave_ipc::sync::atomic::Ordering;
+use ringweave_ipc::worker::{Worker, WorkerExit};
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes of each request and output ring.
+const RING_BYTES: usize = 1 << 20;
+/// Bytes of each ends ring (one `u32` per input).
+const ENDS_BYTES: usize = 1 << 16;
+/// How often a wait on a replica checks that it still lives.
+const LIVENESS_POLL: Duration = Duration::from_millis(5);
+/// A replica's exit code after an operator panic (its message is in the
+/// state area). Not `Worker::PANIC_EXIT_CODE`, which a panic outside the
+/// operator gives, with no message.
+const PANIC_EXIT: i32 = 71;
+/// A replica's exit code when its rings fail.
+const FAILED_EXIT: i32 = 70;
+
+/// Why the replicas could not do a batch.
+pub(crate) enum ReplicaFailure {
+    /// Replica `replica` (process `pid`) ended: `exit` says how.
+    Died {
+        replica: usize,
+        pid: u32,
+        exit: String,
+    },
+    /// The operator panicked in replica `replica`, with `message`.
+    Panicked { replica: usize, message: String },
+    /// Something else (a record too large for a ring, a failed fork):
+    /// fails the stage with this message.
+    Other(String),
+}
+
+/// Replicas `1..n` of one stage, as processes.
+pub(crate) struct Replicas<In, Out> {
+    links: Vec<Link<In, Out>>,
+    /// Keeps the rings mapped (each ring holds the segment).
+    _rings: Vec<RecordRing>,
+}
+
+// SAFETY: `state` points into the shared segment, which the rings in
+// `Replicas::_rings` keep mapped for as long as a `Link` exists; a `Link`
+// is used by one thread at a time (the stage's), like its ring ends.
+unsafe impl<In: Send, Out: Send> Send for Link<In, Out> {}
+
+struct Link<In, Out> {
+    worker: Worker,
+    requests: RecordProducer<Vec<In>>,
+    outputs: RecordConsumer<Vec<Out>>,
+    ends: RecordConsumer<Vec<u32>>,
+    state: NonNull<u8>,
+    state_len: usize,
+    per_record: usize,
+    bytes_per_item: usize,
+    /// Records sent and not yet answered (requests are split to fit).
+    pending: usize,
+}
+
+/// What a replica process needs, as addresses into the worker's memory
+/// (the child has a copy at the same addresses). `Copy`: the closure that
+/// carries it owns nothing.
+struct HelperPlan<Op> {
+    op: *mut Op,
+    /// This replica, of `n`.
+    replica: usize,
+    n: usize,
+    requests: *const RecordRing,
+    outputs: *const RecordRing,
+    ends: *const RecordRing,
+    state: NonNull<u8>,
+    state_len: usize,
+}
+
+impl<Op> Clone for HelperPlan<Op> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Op> Copy for HelperPlan<Op> {}
+
+impl<In: Item, Out: Item> Replicas<In, Out> {
+    /// Forks replicas `1..n` of `op` from this process and records their
+    /// pids in `slot`.
+    ///
+    /// # Safety
+    ///
+    /// Only in a worker process with no other thread (the children run
+    /// `op` on their copy of it); `op` must point to the stage's operator.
+    pub(crate) unsafe fn spawn<Op: Operator<In, Out>>(
+        op: *mut Op,
+        n: usize,
+        stage: &str,
+        state_bytes: usize,
+        slot: &StageSlot,
+    ) -> Result<Self, String> {
+        let ring = RecordRing::layout(RING_BYTES).map_err(|e| e.to_string())?;
+        let ends = RecordRing::layout(ENDS_BYTES).map_err(|e| e.to_string())?;
+        let state = Layout::from_size_align(state_bytes.max(64), 16).map_err(|e| e.to_string())?;
+        let mut layout = SegmentLayout::new();
+        let mut offsets = Vec::with_capacity(n - 1);
+        for _ in 1..n {
+            offsets.push((
+                layout.reserve(ring).map_err(|e| e.to_string())?,
+                layout.reserve(ring).map_err(|e| e.to_string())?,
+                layout.reserve(ends).map_err(|e| e.to_string())?,
+                layout.reserve(state).map_err(|e| e.to_string())?,
+            ));
+        }
+        let segment = Arc::new(
+            Segment::create("ringweave-replicas", layout.size()).map_err(|e| e.to_string())?,
+        );
+        let mut rings = Vec::with_capacity(3 * (n - 1));
+        let mut areas = Vec::with_capacity(n - 1);
+        for &(req, out, end, area) in &offsets {
+            for (offset, bytes) in [(req, RING_BYTES), (out, RING_BYTES), (end, ENDS_BYTES)] {
+                rings.push(RecordRing::new(&segment, offset, bytes).map_err(|e| e.to_string())?);
+            }
+            areas.push(
+                segment
+                    .region(area, state.size())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let mut links = Vec::with_capacity(n - 1);
+        for r in 1..n {
+            let base = 3 * (r - 1);
+            let plan = HelperPlan {
+                op,
+                replica: r,
+                n,
+                requests: &rings[base],
+                outputs: &rings[base + 1],
+                ends: &rings[base + 2],
+                state: areas[r - 1],
+                state_len: state.size(),
+            };
+            let body = move || {
+                // SAFETY: runs in the child: its copies of the worker's
+                // objects, at the same addresses, used by nothing else there.
+                unsafe { helper_main::<In, Out, Op>(plan) }
+            };
+            // SAFETY: this process has one thread (the caller's contract),
+            // so the child is a consistent copy; `helper_main` only uses the
+            // operator, the rings and the area (shared memory), and the
+            // allocator.
+            let worker = unsafe { Worker::spawn(&format!("{stage}[{r}]"), body) }
+                .map_err(|e| format!("replica {r}: {e}"))?;
+            slot.replica_pids.0[r].store(worker.pid().as_raw() as u32, Ordering::Relaxed);
+            // SAFETY: the only producer of this replica's requests and the
+            // only consumer of its answers, in this process.
+            let (requests, mut outputs, mut ends) = unsafe {
+                (
+                    rings[base].producer::<Vec<In>>(),
+                    rings[base + 1].consumer::<Vec<Out>>(),
+                    rings[base + 2].consumer::<Vec<u32>>(),
+                )
+            };
+            outputs.set_poll_interval(Some(LIVENESS_POLL));
+            ends.set_poll_interval(Some(LIVENESS_POLL));
+            links.push(Link {
+                worker,
+                requests,
+                outputs,
+                ends,
+                state: areas[r - 1],
+                state_len: state.size(),
+                per_record: MAX_ITEMS_PER_RECORD,
+                bytes_per_item: 0,
+                pending: 0,
+            });
+        }
+        Ok(Self {
+            links,
+            _rings: rings,
+        })
+    }
+
+    /// Replicas, with the worker: `n`.
+    pub(crate) fn count(&self) -> usize {
+        self.links.len() + 1
+    }
+
+    /// Runs `items` over the replicas — `owner` gives each item's replica,
+    /// or `None` for contiguous runs — and appends the outputs in input
+    /// order to `out`. Part 0 runs here, on `op`.
+    pub(crate) fn process<Op: Operator<In, Out>>(
+        &mut self,
+        op: &mut Op,
+        items: Vec<In>,
+        route: Option<Vec<u8>>,
+        out: &mut Batch<Out>,
+    ) -> Result<(), ReplicaFailure> {
+        let n = self.count();
+        let len = items.len();
+        let mut parts: Vec<Vec<In>> = (0..n).map(|_| Vec::new()).collect();
+        match &route {
+            Some(route) => {
+                for (item, &r) in items.into_iter().zip(route) {
+                    parts[r as usize].push(item);
+                }
+            }
+            None => {
+                let mut rest = items;
+                for r in (1..n).rev() {
+                    parts[r] = rest.split_off(len * r / n);
+                }
+                parts[0] = rest;
+            }
+        }
+        let mut parts = parts.into_iter();
+        let local = parts.next().unwrap_or_default();
+        for (r, (link, part)) in self.links.iter_mut().zip(parts).enumerate() {
+            // An empty request means "save": a replica with no part this
+            // batch gets nothing, and answers nothing.
+            if !part.is_empty() {
+                link.send(&part).map_err(|f| f.at(r + 1))?;
+            }
+        }
+        let mut answers: Vec<Batch<Out>> = Vec::with_capacity(n);
+        let mut mine = Batch::default();
+        for item in local {
+            op.process(item, &mut mine.items);
+            mine.end_input();
+        }
+        answers.push(mine);
+        for (r, link) in self.links.iter_mut().enumerate() {
+            answers.push(link.receive().map_err(|f| f.at(r + 1))?);
+        }
+        match route {
+            None => answers.into_iter().for_each(|a| out.append(a)),
+            Some(route) => {
+                // Each replica's answers in order; `next[r]` is its next input.
+                let mut outputs: Vec<_> = answers
+                    .iter_mut()
+                    .map(|a| std::mem::take(&mut a.items).into_iter())
+                    .collect();
+                let mut next = vec![0usize; n];
+                for r in route {
+                    let r = r as usize;
+                    let a = &answers[r];
+                    let k = a.ends[next[r]] - a.start_of(next[r]);
+                    next[r] += 1;
+                    out.items.extend(outputs[r].by_ref().take(k as usize));
+                    out.end_input();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every replica for its operator's state and hands each, decoded,
+    /// to `absorb(replica, bytes)`.
+    pub(crate) fn gather(
+        &mut self,
+        mut absorb: impl FnMut(usize, &[u8]) -> Result<(), String>,
+    ) -> Result<(), ReplicaFailure> {
+        for (r, link) in self.links.iter_mut().enumerate() {
+            link.send(&[]).map_err(|f| f.at(r + 1))?;
+        }
+        for (r, link) in self.links.iter_mut().enumerate() {
+            let replica = r + 1;
+            let answer = link.pop_ends().map_err(|f| f.at(replica))?;
+            link.pending -= 1;
+            let len = answer.first().copied().unwrap_or(u32::MAX);
+            if len as usize > link.state_len {
+                return Err(ReplicaFailure::Other(format!(
+                    "replica {replica} could not archive its state into {} bytes \
+                     (raise max_state_bytes)",
+                    link.state_len
+                )));
+            }
+            // SAFETY: the replica wrote `len` bytes into its area before it
+            // published its answer, which `receive` read (Acquire), and it
+            // writes nothing more until asked again.
+            let bytes = unsafe { std::slice::from_raw_parts(link.state.as_ptr(), len as usize) };
+            absorb(replica, bytes).map_err(ReplicaFailure::Other)?;
+        }
+        Ok(())
+    }
+
+    /// Kills and reaps every replica (the worker is leaving).
+    pub(crate) fn shut_down(self, slot: &StageSlot) {
+        for link in &self.links {
+            let _ = link.worker.kill();
+        }
+        // The pid of a replica that failed the worker stays: the parent
+        // names it in the error.
+        let failed = slot.failed_replica.load(Ordering::Relaxed) as usize;
+        for (r, link) in self.links.into_iter().enumerate() {
+            let _ = link.worker.wait();
+            if r + 1 != failed {
+                slot.replica_pids.0[r + 1].store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A failure of one link, before its replica is known.
+enum LinkFailure {
+    Died(u32, String),
+    Panicked(String),
+    Other(String),
+}
+
+impl LinkFailure {
+    fn at(self, replica: usize) -> ReplicaFailure {
+        match self {
+            Self::Died(pid, exit) => ReplicaFailure::Died { replica, pid, exit },
+            Self::Panicked(message) => ReplicaFailure::Panicked { replica, message },
+            Self::Other(message) => ReplicaFailure::Other(format!("replica {replica}: {message}")),
+        }
+    }
+}
+
+impl<In: Item, Out: Item> Link<In, Out> {
+    /// Whether the replica has ended (reaped then).
+    fn ended(&mut self) -> Option<WorkerExit> {
+        self.worker.try_status().ok().flatten()
+    }
+
+    /// How the replica ended, once a ring of its closed: it closes them
+    /// only on its way out, so its exit follows within moments.
+    fn exit_after_close(&mut self) -> LinkFailure {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            if let Some(exit) = self.ended() {
+                return self.failure(exit);
+            }
+            if std::time::Instant::now() >= deadline {
+                return LinkFailure::Other("closed its rings but did not exit".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn failure(&mut self, exit: WorkerExit) -> LinkFailure {
+        if exit == WorkerExit::Exited(PANIC_EXIT) {
+            // SAFETY: the replica has exited; it wrote its panic message
+            // (length first) into its area before.
+            let message = unsafe { read_message(self.state, self.state_len) };
+            return LinkFailure::Panicked(message);
+        }
+        LinkFailure::Died(self.worker.pid().as_raw() as u32, describe(exit))
+    }
+
+    /// Sends one request (`items`; empty: archive the state), split into
+    /// records that fit, waiting for room while the replica lives.
+    fn send(&mut self, items: &[In]) -> Result<(), LinkFailure> {
+        if items.is_empty() {
+            // The request to archive the state.
+            return self.push_record(&[]);
+        }
+        let mut done = 0;
+        while done < items.len() {
+            let (k, result) = stage_items(
+                &mut self.requests,
+                &items[done..],
+                &mut self.per_record,
+                None,
+                &mut self.bytes_per_item,
+            );
+            done += k;
+            self.pending += self.requests.flush();
+            match result {
+                Ok(()) => {}
+                Err(PushError::Full) => self.await_space()?,
+                Err(e) => return Err(LinkFailure::Other(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    fn push_record(&mut self, items: &[In]) -> Result<(), LinkFailure> {
+        loop {
+            match self.requests.push_as(&ringweave_ipc::record::VecOf(items)) {
+                Ok(()) => {
+                    self.pending += self.requests.flush();
+                    return Ok(());
+                }
+                Err(PushError::Full) => self.await_space()?,
+                Err(e) => return Err(LinkFailure::Other(e.to_string())),
+            }
+        }
+    }
+
+    fn await_space(&mut self) -> Result<(), LinkFailure> {
+        let (requests, worker) = (&mut self.requests, &mut self.worker);
+        let mut ended = None;
+        let outcome =
+            requests.wait_for_space(1, Some(std::time::Instant::now() + LIVENESS_POLL), || {
+                ended = worker.try_status().ok().flatten();
+                ended.is_some()
+            });
+        if let Some(exit) = ended.or_else(|| self.ended()) {
+            return Err(self.failure(exit));
+        }
+        match outcome {
+            WaitOutcome::Closed => Err(self.exit_after_close()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the answers to every request record sent.
+    fn receive(&mut self) -> Result<Batch<Out>, LinkFailure> {
+        let mut answer = Batch::default();
+        while self.pending > 0 {
+            let ends = self.pop_ends()?;
+            let count: u32 = ends.last().copied().unwrap_or(0);
+            let mut part = Batch {
+                items: Vec::with_capacity(count as usize),
+                ends,
+            };
+            while part.items.len() < count as usize {
+                let missing = count as usize - part.items.len();
+                let (outputs, worker) = (&mut self.outputs, &mut self.worker);
+                let mut ended = None;
+                match outputs.pop_items(missing, |x| part.items.push(x)) {
+                    Ok(_) => continue,
+                    Err(PopError::Empty) => {
+                        let _ = outputs.wait_for_records(None, || {
+                            ended = worker.try_status().ok().flatten();
+                            ended.is_some()
+                        });
+                    }
+                    Err(PopError::Closed) => return Err(self.exit_after_close()),
+                    Err(e) => return Err(LinkFailure::Other(e.to_string())),
+                }
+                if let Some(exit) = ended {
+                    return Err(self.failure(exit));
+                }
+            }
+            self.pending -= 1;
+            answer.append(part);
+        }
+        Ok(answer)
+    }
+
+    fn pop_ends(&mut self) -> Result<Vec<u32>, LinkFailure> {
+        let (ends, worker) = (&mut self.ends, &mut self.worker);
+        let mut ended = None;
+        match ends.pop_until(None, || {
+            ended = worker.try_status().ok().flatten();
+            ended.is_some()
+        }) {
+            Ok(ends) => Ok(ends),
+            Err(PopError::Interrupted | PopError::Closed) => match ended {
+                Some(exit) => Err(self.failure(exit)),
+                None => Err(self.exit_after_close()),
+            },
+            Err(e) => Err(LinkFailure::Other(e.to_string())),
+        }
+    }
+}
+
+/// How a replica ended, for an error message.
+fn describe(exit: WorkerExit) -> String {
+    match exit {
+        WorkerExit::Signaled(signal) => format!("was killed by {signal}"),
+        WorkerExit::Exited(code) => format!("exited with code {code}"),
+        WorkerExit::Unknown => "ended; its exit status was taken by someone else".into(),
+    }
+}
+
+/// Writes `message` (length first) into a replica's area.
+///
+/// # Safety
+///
+/// `area` is valid for `len` bytes and written by this process only.
+unsafe fn leave_message(area: NonNull<u8>, len: usize, message: &str) {
+    let bytes = message.as_bytes();
+    let n = bytes.len().min(len.saturating_sub(8));
+    // SAFETY: `8 + n <= len` bytes of the area (the caller's contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping((n as u64).to_le_bytes().as_ptr(), area.as_ptr(), 8);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), area.as_ptr().add(8), n);
+    }
+}
+
+/// Reads what [`leave_message`] wrote.
+///
+/// # Safety
+///
+/// `area` is valid for `len` bytes, and its writer has exited.
+unsafe fn read_message(area: NonNull<u8>, len: usize) -> String {
+    if len < 8 {
+        return String::new();
+    }
+    let mut head = [0u8; 8];
+    // SAFETY: 8 <= len bytes (the caller's contract).
+    unsafe { std::ptr::copy_nonoverlapping(area.as_ptr(), head.as_mut_ptr(), 8) };
+    let n = (u64::from_le_bytes(head) as usize).min(len - 8);
+    // SAFETY: `8 + n <= len` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(area.as_ptr().add(8), n) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A replica process: answers requests until the worker closes them.
+///
+/// # Safety
+///
+/// Runs in a child forked by [`Replicas::spawn`], with `plan`'s addresses
+/// valid there and used by nothing else.
+unsafe fn helper_main<In: Item, Out: Item, Op: Operator<In, Out>>(plan: HelperPlan<Op>) -> i32 {
+    // SAFETY: the caller's contract.
+    let (op, requests, outputs, ends) =
+        unsafe { (&mut *plan.op, &*plan.requests, &*plan.outputs, &*plan.ends) };
+    // SAFETY: this process is the only consumer of its requests and the
+    // only producer of its answers.
+    let (mut requests, mut outputs, mut ends) = unsafe {
+        (
+            requests.consumer::<Vec<In>>(),
+            outputs.producer::<Vec<Out>>(),
+            ends.producer::<Vec<u32>>(),
+        )
+    };
+    let (mut per_record, mut bytes_per_item) = (MAX_ITEMS_PER_RECORD, 0);
+    // Keyed state: this replica owns only its groups from now on (the
+    // worker keeps its copy of all, and takes these back when it saves).
+    op.keep_only(plan.replica, plan.n);
+    loop {
+        let items = match requests.pop_blocking() {
+            Ok(items) => items,
+            Err(PopError::Closed) => return 0,
+            Err(_) => return FAILED_EXIT,
+        };
+        let answer = if items.is_empty() {
+            // SAFETY: the area is this replica's, read by the worker only
+            // after the answer below.
+            let area =
+                unsafe { std::slice::from_raw_parts_mut(plan.state.as_ptr(), plan.state_len) };
+            let len = op.save_state(area).map_or(u32::MAX, |len| len as u32);
+            vec![len]
+        } else {
+            let mut batch = Batch::default();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for item in items {
+                    op.process(item, &mut batch.items);
+                    batch.end_input();
+                }
+            }));
+            if let Err(payload) = ran {
+                let message = crate::error::panic_message(&*payload);
+                std::mem::forget(payload);
+                // SAFETY: this replica's area, read by the worker only after
+                // this process has exited.
+                unsafe { leave_message(plan.state, plan.state_len, &message) };
+                return PANIC_EXIT;
+            }
+            let mut done = 0;
+            while done < batch.items.len() {
+                let (k, result) = stage_items(
+                    &mut outputs,
+                    &batch.items[done..],
+                    &mut per_record,
+                    None,
+                    &mut bytes_per_item,
+                );
+                done += k;
+                outputs.flush();
+                match result {
+                    Ok(()) => {}
+                    Err(PushError::Full) => {
+                        if let WaitOutcome::Closed = outputs.wait_for_space(1, None, || false) {
+                            return 0;
+                        }
+                    }
+                    Err(_) => return FAILED_EXIT,
+                }
+            }
+            batch.ends
+        };
+        if ends.push_blocking(&answer).is_err() {
+            return 0;
+        }
+        ends.flush();
+    }
+}
