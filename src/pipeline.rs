@@ -312,15 +312,20 @@ impl<T: Item> Pipeline<T> {
         self.then(name, KeyedOp::new(key, init, f))
     }
 
-    /// Runs the stage just added as `n` replicas in every mode (threads
-    /// here, threads of its worker process while distributed), unless
-    /// [`distributed_replicas`](Self::distributed_replicas) says otherwise
-    /// for distributed mode.
+    /// Runs the stage just added as `n` replicas in every mode — threads
+    /// here; while distributed, `n` processes: the stage's worker and
+    /// `n - 1` processes it forks, each listed by
+    /// [`worker_pids`](crate::PipelineHandle::worker_pids) as `stage[i]` —
+    /// unless [`distributed_replicas`](Self::distributed_replicas) says
+    /// otherwise for distributed mode.
     ///
     /// The stage takes up to `n` batches at once, deals them to its
     /// replicas (stateless stages in contiguous runs, `stateful_by_key` by
     /// key group) and emits the outputs in input order: replicas change
-    /// nothing but speed. Batches under 32 items run on one thread.
+    /// nothing but speed. A batch is dealt out only when the stage's
+    /// measured cost says it holds at least 20 µs of work (and 32 items);
+    /// smaller ones run on one replica. A replica process that dies ends
+    /// the run with [`Error::WorkerCrashed`] naming it (`score[2]`).
     ///
     /// `n` must be in `1..=`[`MAX_REPLICAS`](crate::MAX_REPLICAS); a plain
     /// `stateful` stage (whose one state cannot be split), a tee, the

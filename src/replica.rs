@@ -11,9 +11,9 @@
 //! sequence numbers: each replica's outputs are tagged by their place in
 //! the batch (a run, or a route entry per item).
 //!
-//! In a worker process the pool is made there, after the fork (a pool
-//! inherited through `fork` has no threads behind it: only the forking
-//! thread is copied), with the distributed replica count.
+//! In a worker process replicas are processes instead (`replica_proc.rs`);
+//! a pool the worker inherits through `fork` has no threads behind it
+//! (only the forking thread is copied) and is forgotten, never used.
 
 use crate::error::Error;
 use crate::port::Emit;

@@ -331,10 +331,6 @@ impl Coordinator {
         // "Measured design choices"). Once per process, and now rather than
         // inside a switch's pause.
         ringweave_ipc::fence::init_shared();
-        // Replica pools (`replica.rs`) use crossbeam's epoch collector, a
-        // global made on first use behind a `Once`: made now, before any
-        // fork, a worker never inherits it half made by another thread.
-        drop(crossbeam_epoch::pin());
         if let ExecutionMode::Distributed = self.options.mode {
             self.start_distributed();
         }
