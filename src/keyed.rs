@@ -15,9 +15,9 @@
 
 use crate::erased::{Erased, State};
 use crate::item::Item;
+use crate::op::{archive_state, restore_state, Operator, StateError};
 use crate::port::Emit;
 use crate::replica::Batch;
-use crate::stage::{archive_state, restore_state, Operator, StateError};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 

@@ -57,6 +57,7 @@ mod keyed;
 mod latency;
 mod metrics;
 mod monitor;
+mod op;
 mod pipeline;
 mod plan;
 mod port;

@@ -11,15 +11,14 @@ use crate::input::Input;
 use crate::item::Item;
 use crate::keyed::KeyedOp;
 use crate::latency::Stamps;
+use crate::op::{FilterOp, FlatMapOp, MapOp, Operator, StatefulOp, TeeOp};
 #[cfg(feature = "fault-injection")]
 use crate::plan::Fault;
 use crate::plan::{Options, Plan};
 use crate::replica::{Pool, Replicas};
 use crate::report::RunReport;
 use crate::source::{Feed, IterFeed, SourceStage};
-use crate::stage::{
-    FilterOp, FlatMapOp, MapOp, Operator, SinkStage, StatefulOp, Tally, TeeOp, TransformStage,
-};
+use crate::stage::{SinkStage, Tally, TransformStage};
 use crate::topology::Topology;
 use crate::transport::{Rx, Tx};
 use parking_lot::Mutex;

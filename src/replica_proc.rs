@@ -20,9 +20,9 @@
 //! leaves.
 
 use crate::item::Item;
+use crate::op::Operator;
 use crate::replica::Batch;
 use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
-use crate::stage::Operator;
 use ringweave_ipc::control::StageSlot;
 use ringweave_ipc::record_ring::{PopError, PushError, RecordConsumer, RecordProducer, RecordRing};
 use ringweave_ipc::ring::WaitOutcome;
