@@ -9,6 +9,7 @@
 //! | `ringweave_stage_items_out_total` | counter | `stage` |
 //! | `ringweave_stage_rate` (items/s out) | gauge | `stage` |
 //! | `ringweave_stage_replicas` (replicas now) | gauge | `stage` |
+//! | `ringweave_replica_items_total` | counter | `stage` (`score[2]`) |
 //! | `ringweave_edge_fill_ratio` (0 to 1) | gauge | `from`, `to` |
 //! | `ringweave_throughput` (items/s out of the source) | gauge | |
 //! | `ringweave_distributed` (1 while distributed) | gauge | |
@@ -37,6 +38,10 @@ pub(crate) fn sample(shared: &Shared, rates: &[f64], fills: &[f64], throughput: 
         }
         let replicas = shared.replicas_in(crate::topology::NodeId(index), mode);
         metrics::gauge!("ringweave_stage_replicas", "stage" => name.clone()).set(replicas as f64);
+        for (r, items) in shared.replica_items(index).into_iter().enumerate() {
+            metrics::counter!("ringweave_replica_items_total", "stage" => format!("{name}[{r}]"))
+                .absolute(items);
+        }
     }
     for (e, link) in shared.topology.edges() {
         if let Some(&fill) = fills.get(e.0) {

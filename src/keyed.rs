@@ -158,6 +158,7 @@ where
             route.push(r as u8);
             parts[r].push((g, key, item));
         }
+        out.dealt = parts.iter().map(Vec::len).collect();
         // Each replica gets its groups as a disjoint `&mut` slice.
         let mut shares = Vec::with_capacity(n);
         let mut rest: &mut [Group<K, S>] = &mut self.groups;

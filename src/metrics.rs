@@ -44,6 +44,10 @@ pub struct StageMetrics {
     /// or of its worker while distributed): 1 unless it was given
     /// `replicas`/`distributed_replicas`.
     pub replicas: usize,
+    /// Items each replica has taken, ever, as `stage[i]` in the
+    /// Prometheus text (replica 0 is the stage's own thread or worker).
+    /// Empty for a stage that never had more than one replica.
+    pub replica_items: Vec<u64>,
 }
 
 /// How full one edge's ring is.
@@ -201,6 +205,21 @@ impl Metrics {
                 label(&s.name),
                 s.replicas
             );
+        }
+        family(
+            &mut out,
+            "ringweave_replica_items_total",
+            "counter",
+            "Items each replica of a replicated stage has taken.",
+        );
+        for s in &self.stages {
+            for (r, items) in s.replica_items.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ringweave_replica_items_total{{stage=\"{}[{r}]\"}} {items}",
+                    label(&s.name)
+                );
+            }
         }
         family(
             &mut out,

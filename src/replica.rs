@@ -163,6 +163,9 @@ impl Replicas {
 pub(crate) struct Batch<Out> {
     pub items: Vec<Out>,
     pub ends: Vec<u32>,
+    /// Inputs each replica took, when the batch was dealt out (empty when
+    /// it ran on one replica).
+    pub dealt: Vec<usize>,
 }
 
 impl<Out> Default for Batch<Out> {
@@ -170,6 +173,7 @@ impl<Out> Default for Batch<Out> {
         Self {
             items: Vec::new(),
             ends: Vec::new(),
+            dealt: Vec::new(),
         }
     }
 }
@@ -335,6 +339,7 @@ pub(crate) fn split_run<In, Out, F>(
     }
     parts.push(rest);
     parts.reverse();
+    out.dealt = parts.iter().map(Vec::len).collect();
     let mut results: Vec<Batch<Out>> = (0..n).map(|_| Batch::default()).collect();
     let mut parts = parts.into_iter();
     let first_part = parts.next().unwrap_or_default();

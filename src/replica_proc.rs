@@ -238,6 +238,7 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
                 parts[0] = rest;
             }
         }
+        out.dealt = parts.iter().map(Vec::len).collect();
         let mut parts = parts.into_iter();
         let local = parts.next().unwrap_or_default();
         for (r, (link, part)) in self.links.iter_mut().zip(parts).enumerate() {
@@ -440,6 +441,7 @@ impl<In: Item, Out: Item> Link<In, Out> {
             let mut part = Batch {
                 items: Vec::with_capacity(count as usize),
                 ends,
+                dealt: Vec::new(),
             };
             while part.items.len() < count as usize {
                 let missing = count as usize - part.items.len();

@@ -52,6 +52,21 @@ impl Shared {
         self.replicas[node.0].count(in_worker)
     }
 
+    /// Items each replica of stage `index` has taken (empty for a stage of
+    /// one replica in every mode).
+    pub(crate) fn replica_items(&self, index: usize) -> Vec<u64> {
+        let most = self.replicas[index].max();
+        if most < 2 {
+            return Vec::new();
+        }
+        let counters = &self.controls.slot(index).replica_items.0;
+        // Relaxed: informational counters.
+        counters[..most]
+            .iter()
+            .map(|c| c.load(ringweave_ipc::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     /// A metrics snapshot: live counters plus the coordinator's last sample.
     pub(crate) fn metrics(&self) -> Metrics {
         let telemetry = self.telemetry.lock();
@@ -68,6 +83,7 @@ impl Shared {
                     rate_out: telemetry.stage_rates.get(index).copied().unwrap_or(0.0),
                     replicas: self
                         .replicas_in(NodeId(index), telemetry.mode.unwrap_or(Mode::InProcess)),
+                    replica_items: self.replica_items(index),
                 }
             })
             .collect();

@@ -65,6 +65,26 @@ pub(crate) struct Par<'a, In, Out> {
     pub procs: Option<&'a mut Option<ProcReplicas<In, Out>>>,
 }
 
+impl<In, Out> Par<'_, In, Out> {
+    /// Adds a batch of `taken` inputs to the replicas' item counters:
+    /// `dealt` (taken from) says how many each replica took, empty when
+    /// the batch ran on replica 0. Nothing for a stage of one replica.
+    #[inline]
+    fn count(&self, ctx: &Ctx<'_>, taken: usize, dealt: &mut Vec<usize>) {
+        let Some(slot) = ctx.slot.filter(|_| self.n > 1) else {
+            return;
+        };
+        let counters = &slot.replica_items.0;
+        // Relaxed: informational counters, read by `metrics()`.
+        if dealt.is_empty() {
+            counters[0].fetch_add(taken as u64, ringweave_ipc::sync::atomic::Ordering::Relaxed);
+        }
+        for (counter, k) in counters.iter().zip(dealt.drain(..)) {
+            counter.fetch_add(k as u64, ringweave_ipc::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// The transform loop: batches from `input` through `op` into `out`.
 ///
 /// A stage pauses only at a batch boundary or while waiting for input, and
@@ -148,6 +168,7 @@ where
             tally.items_out += count;
             control.record(tally.items_in, tally.items_out);
             par.pool.cost.observe(timer, taken, threads);
+            par.count(ctx, taken, &mut batch.dealt);
             continue;
         }
         if Op::ONE_TO_ONE {
@@ -172,6 +193,7 @@ where
                 tally.items_out += n as u64;
                 control.record(tally.items_in, tally.items_out);
                 par.pool.cost.observe(timer, n, 1);
+                par.count(ctx, n, &mut Vec::new());
                 continue;
             }
         }
@@ -193,6 +215,7 @@ where
                 tally.items_out += taken as u64;
                 control.record(tally.items_in, tally.items_out);
                 par.pool.cost.observe(timer, taken, 1);
+                par.count(ctx, taken, &mut Vec::new());
                 continue;
             }
         }
@@ -221,6 +244,7 @@ where
         tally.items_out += count;
         control.record(tally.items_in, tally.items_out);
         par.pool.cost.observe(timer, taken, 1);
+        par.count(ctx, taken, &mut Vec::new());
     })())
 }
 
@@ -236,7 +260,7 @@ fn deal_to_processes<In: Item, Out: Item, Op: Operator<In, Out>>(
     ctx: &Ctx<'_>,
 ) -> Result<(), StageExit> {
     let Some(slot) = ctx.slot else {
-        unreachable!("replica processes are made only in a worker, which has its slot")
+        unreachable!("every stage loop has its slot")
     };
     if procs.is_none() {
         // SAFETY: a worker process runs this stage on its only thread, and
@@ -265,8 +289,10 @@ fn replica_failed(failure: ReplicaFailure, stage: &str, slot: &StageSlot) -> Sta
     match failure {
         ReplicaFailure::Died { replica, pid, exit } => {
             // Relaxed: the parent reads it after reaping this worker.
-            slot.failed_replica
-                .store(replica as u32, std::sync::atomic::Ordering::Relaxed);
+            slot.failed_replica.store(
+                replica as u32,
+                ringweave_ipc::sync::atomic::Ordering::Relaxed,
+            );
             StageExit::Failed(Error::WorkerCrashed {
                 stage: format!("{stage}[{replica}]"),
                 pid: pid as i32,

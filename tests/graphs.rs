@@ -284,7 +284,7 @@ fn replicas_run_in_parallel() {
     let threads = Arc::new(Mutex::new(HashSet::new()));
     let seen = Arc::clone(&threads);
     let (out, sink) = collector();
-    Pipeline::from_iter(0..20_000u64)
+    let handle = Pipeline::from_iter(0..20_000u64)
         .map("slow", move |x: u64| {
             seen.lock().unwrap().insert(std::thread::current().id());
             let t = std::time::Instant::now();
@@ -293,8 +293,19 @@ fn replicas_run_in_parallel() {
         })
         .replicas(3)
         .sink(sink)
-        .run()
+        .spawn()
         .unwrap();
+    wait_until("the run to end", || handle.is_finished());
+    // Every replica took items, and together exactly all of them.
+    let per_replica = handle.metrics().stages[1].replica_items.clone();
+    assert_eq!(per_replica.len(), 3, "{per_replica:?}");
+    assert_eq!(per_replica.iter().sum::<u64>(), 20_000, "{per_replica:?}");
+    assert!(per_replica.iter().all(|&n| n > 0), "{per_replica:?}");
+    assert!(handle
+        .metrics()
+        .to_prometheus()
+        .contains("ringweave_replica_items_total{stage=\"slow[2]\"}"));
+    join_bounded(handle).unwrap();
     assert_eq!(
         take(&out),
         (0..20_000u64).map(|x| x * 3).collect::<Vec<_>>()
@@ -336,6 +347,15 @@ fn replicas_run_in_parallel() {
     assert_eq!(names, ["slow[0]", "slow[1]", "slow[2]"]);
     let distinct: HashSet<u32> = pids.iter().map(|p| p.1).collect();
     assert_eq!(distinct.len(), 3, "{pids:?}");
+    // The replica processes count what they take, too.
+    wait_until("every replica process to take items", || {
+        let items = handle.metrics().stages[1].replica_items.clone();
+        items.len() == 3 && items.iter().all(|&n| n > 0) || handle.is_finished()
+    });
+    assert!(handle.metrics().stages[1]
+        .replica_items
+        .iter()
+        .all(|&n| n > 0));
     join_bounded(handle).unwrap();
     assert_eq!(take(&out).len(), 200_000);
     assert_nothing_left("replicas in parallel");

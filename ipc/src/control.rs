@@ -271,6 +271,10 @@ pub struct StageSlot {
     /// worker itself is replica 0), 0 where none runs. Written by the
     /// worker; read by the handle (Relaxed: informational).
     pub replica_pids: ReplicaPids,
+    /// Items each replica of the stage has taken, ever (replica 0: the
+    /// stage's own thread or worker). Added to by the stage after each
+    /// batch; read by the handle (Relaxed: informational).
+    pub replica_items: ReplicaCounts,
     /// The replica whose process ended and failed the worker, or 0. Stored
     /// by the worker before it exits; read by the parent after it reaped
     /// the worker (the exit orders it).
@@ -287,6 +291,17 @@ pub struct ReplicaPids(pub [AtomicU32; MAX_REPLICA_PROCESSES]);
 impl Default for ReplicaPids {
     fn default() -> Self {
         Self(std::array::from_fn(|_| AtomicU32::new(0)))
+    }
+}
+
+/// One item counter per replica of a stage (see
+/// [`StageSlot::replica_items`]).
+#[repr(C)]
+pub struct ReplicaCounts(pub [AtomicU64; MAX_REPLICA_PROCESSES]);
+
+impl Default for ReplicaCounts {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
     }
 }
 

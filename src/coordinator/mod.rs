@@ -273,7 +273,7 @@ impl Coordinator {
                     edge_items,
                     latency: &shared.latency,
                     in_worker: false,
-                    slot: None,
+                    slot: Some(shared.controls.slot(index)),
                     state_bytes: 0,
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
