@@ -60,16 +60,21 @@ impl PipelineHandle {
             .into_iter()
             .map(Some)
             .collect();
+        let mut branches: Vec<Option<RunReport>> = (0..subs.len()).map(|_| None).collect();
         let mut sub_failure = None;
         let mut stopped = false;
         loop {
             if main.as_ref().is_some_and(JoinHandle::is_finished) {
                 main_result = main.take().map(joined);
             }
-            for slot in &mut subs {
+            for (slot, branch) in subs.iter_mut().zip(&mut branches) {
                 if slot.as_ref().is_some_and(PipelineHandle::is_finished) {
-                    if let Some(Err(error)) = slot.take().map(PipelineHandle::join) {
-                        sub_failure.get_or_insert(error);
+                    match slot.take().map(PipelineHandle::join) {
+                        Some(Ok(report)) => *branch = Some(report),
+                        Some(Err(error)) => {
+                            sub_failure.get_or_insert(error);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -90,7 +95,10 @@ impl PipelineHandle {
         }
         match (sub_failure, main_result) {
             (Some(error), _) => Err(error),
-            (None, Some(result)) => result,
+            (None, Some(result)) => result.map(|mut report| {
+                report.branches = branches.into_iter().flatten().collect();
+                report
+            }),
             (None, None) => Err(Error::NotRunning),
         }
     }

@@ -25,6 +25,9 @@ pub struct RunReport {
     pub latency: LatencySummary,
     /// The final metrics snapshot (rates, ring fill, switch impact).
     pub metrics: Metrics,
+    /// The reports of the pipelines that ran beside this one — tee
+    /// branches and merge inputs — in the order the builder added them.
+    pub branches: Vec<RunReport>,
 }
 
 /// Counts of one stage over the whole run.

@@ -415,7 +415,7 @@ fn tee_and_merge_in_distributed_mode() {
             Pipeline::from_iter(0..2_000u64).map("b", |x: u64| x * 2 + 1),
         ],
     );
-    merged
+    let report = merged
         .map("inc", |x: u64| x + 10)
         .tee("copy", move |b| b.sink(branch_sink))
         .map("dec", |x: u64| x - 10)
@@ -423,6 +423,13 @@ fn tee_and_merge_in_distributed_mode() {
         .sink(sink)
         .run()
         .unwrap();
+    // The report holds the inputs' and the branch's, in building order.
+    let counts: Vec<(u64, u64)> = report
+        .branches
+        .iter()
+        .map(|b| (b.items_produced, b.items_delivered))
+        .collect();
+    assert_eq!(counts, [(3_000, 3_000), (2_000, 2_000), (5_000, 5_000)]);
     let got = take(&out);
     assert_eq!(got.len(), 5_000);
     let evens: Vec<u64> = got.iter().copied().filter(|x| x % 2 == 0).collect();

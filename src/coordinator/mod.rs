@@ -792,6 +792,7 @@ impl Coordinator {
             switches: self.switches.clone(),
             latency: metrics.latency.clone(),
             metrics,
+            branches: Vec::new(),
         }
     }
 
