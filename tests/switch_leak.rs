@@ -49,6 +49,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Out and back, both completed.
+fn switch_pair(handle: &ringweave::PipelineHandle) {
+    for to in [Mode::Distributed, Mode::InProcess] {
+        let event = handle.switch_to(to).unwrap();
+        assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
+    }
+}
+
 #[test]
 fn live_heap_is_flat_over_100_switch_pairs() {
     let _serial = serial();
@@ -63,12 +71,7 @@ fn live_heap_is_flat_over_100_switch_pairs() {
         .sink(sink)
         .spawn()
         .unwrap();
-    let pair = || {
-        for to in [Mode::Distributed, Mode::InProcess] {
-            let event = handle.switch_to(to).unwrap();
-            assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
-        }
-    };
+    let pair = || switch_pair(&handle);
     // Warm up: first-use allocations (thread names, the fence registration,
     // telemetry buffers) happen in the first few switches.
     for _ in 0..10 {
@@ -148,12 +151,7 @@ fn live_heap_and_descriptors_are_flat_over_graph_switches() {
         })
         .spawn()
         .unwrap();
-    let pair = || {
-        for to in [Mode::Distributed, Mode::InProcess] {
-            let event = handle.switch_to(to).unwrap();
-            assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
-        }
-    };
+    let pair = || switch_pair(&handle);
     let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
     for _ in 0..10 {
         pair();
