@@ -60,6 +60,8 @@ pub(crate) struct WorkerPlan {
     pub dies: bool,
     /// Bytes a stage's archived state may take (`max_state_bytes`).
     pub state_bytes: usize,
+    /// Bytes of a shared-memory edge's ring (`shm_ring_bytes`).
+    pub ring_bytes: usize,
 }
 
 /// A compile-time check that a worker's closure is `Copy`, so owns nothing
@@ -151,6 +153,7 @@ fn worker_loop(
         in_worker: true,
         slot: Some(table.slot(index)),
         state_bytes: plan.state_bytes,
+        ring_bytes: plan.ring_bytes,
     };
     let slot = table.slot(index);
     // SYNC POINT: worker-ready. Pairs with the Acquire in `await_ready`.

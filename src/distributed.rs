@@ -221,6 +221,7 @@ impl Distributed {
                     .faults
                     .contains(&Fault::WorkerDiesAtStart(name.to_owned())),
                 state_bytes: run.options.max_state_bytes,
+                ring_bytes: run.options.shm_ring_bytes,
             };
             let slot = run.controls().slot(node.0);
             // Written by the worker when it is attached.
@@ -233,6 +234,8 @@ impl Distributed {
             slot.state_len.store(0, Ordering::Relaxed);
             let child = move || plan.run();
             owns_nothing(&child);
+            // Cleared before the fork: the new worker may fail at once.
+            slot.failed_replica.store(0, Ordering::Relaxed);
             // SAFETY: the closure runs only in the child, which uses its own
             // copy of the stage (the coordinator holds it parked, so no
             // thread of ours is inside it at the fork), ring ends it attaches
@@ -244,7 +247,6 @@ impl Distributed {
                 Ok(worker) => {
                     let pid = worker.pid().as_raw() as u32;
                     slot.pid.store(pid, Ordering::Relaxed);
-                    slot.failed_replica.store(0, Ordering::Relaxed);
                     workers[node.0] = Some(worker);
                 }
                 // `workers` drops here: every worker forked so far is killed

@@ -22,10 +22,10 @@
 use crate::item::Item;
 use crate::op::Operator;
 use crate::replica::Batch;
-use crate::shm::{stage_items, MAX_ITEMS_PER_RECORD};
+use crate::shm::MAX_ITEMS_PER_RECORD;
 use ringweave_ipc::control::StageSlot;
+use ringweave_ipc::record::{RecordError, VecOf};
 use ringweave_ipc::record_ring::{PopError, PushError, RecordConsumer, RecordProducer, RecordRing};
-use ringweave_ipc::ring::WaitOutcome;
 use ringweave_ipc::segment::{Segment, SegmentLayout};
 use ringweave_ipc::sync::atomic::Ordering;
 use ringweave_ipc::worker::{Worker, WorkerExit};
@@ -34,7 +34,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bytes of each request and output ring.
+/// Bytes of each request and output ring, at least (the edges' size,
+/// `shm_ring_bytes`, if larger: an item that fits an edge fits here).
 const RING_BYTES: usize = 1 << 20;
 /// Bytes of each ends ring (one `u32` per input).
 const ENDS_BYTES: usize = 1 << 16;
@@ -82,7 +83,6 @@ struct Link<In, Out> {
     state: NonNull<u8>,
     state_len: usize,
     per_record: usize,
-    bytes_per_item: usize,
     /// Records sent and not yet answered (requests are split to fit).
     pending: usize,
 }
@@ -122,9 +122,21 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
         n: usize,
         stage: &str,
         state_bytes: usize,
+        ring_bytes: usize,
         slot: &StageSlot,
     ) -> Result<Self, String> {
-        let ring = RecordRing::layout(RING_BYTES).map_err(|e| e.to_string())?;
+        // A fork copies only the calling thread: a lock another thread
+        // holds would stay locked in the replica forever. Stage code that
+        // started threads in this worker rules replica processes out.
+        let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+        if threads > 1 {
+            return Err(format!(
+                "its worker runs {threads} threads (started by stage code?); replica \
+                 processes are forked only from a worker with one"
+            ));
+        }
+        let ring_bytes = ring_bytes.max(RING_BYTES);
+        let ring = RecordRing::layout(ring_bytes).map_err(|e| e.to_string())?;
         let ends = RecordRing::layout(ENDS_BYTES).map_err(|e| e.to_string())?;
         let state = Layout::from_size_align(state_bytes.max(64), 16).map_err(|e| e.to_string())?;
         let mut layout = SegmentLayout::new();
@@ -143,7 +155,7 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
         let mut rings = Vec::with_capacity(3 * (n - 1));
         let mut areas = Vec::with_capacity(n - 1);
         for &(req, out, end, area) in &offsets {
-            for (offset, bytes) in [(req, RING_BYTES), (out, RING_BYTES), (end, ENDS_BYTES)] {
+            for (offset, bytes) in [(req, ring_bytes), (out, ring_bytes), (end, ENDS_BYTES)] {
                 rings.push(RecordRing::new(&segment, offset, bytes).map_err(|e| e.to_string())?);
             }
             areas.push(
@@ -196,7 +208,6 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
                 state: areas[r - 1],
                 state_len: state.size(),
                 per_record: MAX_ITEMS_PER_RECORD,
-                bytes_per_item: 0,
                 pending: 0,
             });
         }
@@ -211,9 +222,14 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
         self.links.len() + 1
     }
 
-    /// Runs `items` over the replicas — `owner` gives each item's replica,
+    /// Runs `items` over the replicas — `route` gives each item's replica,
     /// or `None` for contiguous runs — and appends the outputs in input
     /// order to `out`. Part 0 runs here, on `op`.
+    ///
+    /// Each replica has at most one request record outstanding: the worker
+    /// reads a replica's answer before it sends the next record of its
+    /// part. So a request always finds its ring empty, and an answer of any
+    /// size streams through the answer rings while the worker reads it.
     pub(crate) fn process<Op: Operator<In, Out>>(
         &mut self,
         op: &mut Op,
@@ -241,27 +257,50 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
         out.dealt = parts.iter().map(Vec::len).collect();
         let mut parts = parts.into_iter();
         let local = parts.next().unwrap_or_default();
-        for (r, (link, part)) in self.links.iter_mut().zip(parts).enumerate() {
-            // An empty request means "save": a replica with no part this
-            // batch gets nothing, and answers nothing.
-            if !part.is_empty() {
-                link.send(&part).map_err(|f| f.at(r + 1))?;
+        let mut remote: Vec<(Vec<In>, usize)> = parts.map(|part| (part, 0)).collect();
+        let mut answers: Vec<Batch<Out>> = (1..n).map(|_| Batch::default()).collect();
+        for (r, (link, (part, sent))) in self.links.iter_mut().zip(&mut remote).enumerate() {
+            if *sent < part.len() {
+                *sent += link.send_one(&part[*sent..]).map_err(|f| f.at(r + 1))?;
             }
         }
-        let mut answers: Vec<Batch<Out>> = Vec::with_capacity(n);
         let mut mine = Batch::default();
         for item in local {
             op.process(item, &mut mine.items);
             mine.end_input();
         }
-        answers.push(mine);
-        for (r, link) in self.links.iter_mut().enumerate() {
-            answers.push(link.receive().map_err(|f| f.at(r + 1))?);
+        loop {
+            let mut waiting = false;
+            let links = self.links.iter_mut().zip(&mut remote).zip(&mut answers);
+            for (r, ((link, (part, sent)), answer)) in links.enumerate() {
+                if link.pending == 0 {
+                    continue;
+                }
+                waiting = true;
+                link.receive_one(answer).map_err(|f| f.at(r + 1))?;
+                if *sent < part.len() {
+                    *sent += link.send_one(&part[*sent..]).map_err(|f| f.at(r + 1))?;
+                }
+            }
+            if !waiting {
+                break;
+            }
+        }
+        let answers: Vec<Batch<Out>> = std::iter::once(mine).chain(answers).collect();
+        for (r, answer) in answers.iter().enumerate() {
+            if answer.ends.len() != out.dealt[r] {
+                return Err(ReplicaFailure::Other(format!(
+                    "replica {r} answered for {} inputs, sent {}",
+                    answer.ends.len(),
+                    out.dealt[r]
+                )));
+            }
         }
         match route {
             None => answers.into_iter().for_each(|a| out.append(a)),
             Some(route) => {
                 // Each replica's answers in order; `next[r]` is its next input.
+                let mut answers = answers;
                 let mut outputs: Vec<_> = answers
                     .iter_mut()
                     .map(|a| std::mem::take(&mut a.items).into_iter())
@@ -280,34 +319,63 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
         Ok(())
     }
 
-    /// Asks every replica for its operator's state and hands each, decoded,
-    /// to `absorb(replica, bytes)`.
+    /// Asks every replica for its operator's state and hands each to
+    /// `absorb(replica, bytes)`. Every answer is read before an error is
+    /// returned, so that a switch rolled back for it leaves no answer
+    /// behind to be taken for a batch's.
     pub(crate) fn gather(
         &mut self,
         mut absorb: impl FnMut(usize, &[u8]) -> Result<(), String>,
     ) -> Result<(), ReplicaFailure> {
+        let mut first_error = None;
+        let mut asked = Vec::with_capacity(self.links.len());
         for (r, link) in self.links.iter_mut().enumerate() {
-            link.send(&[]).map_err(|f| f.at(r + 1))?;
+            match link.send_save() {
+                Ok(()) => asked.push(true),
+                Err(f) => {
+                    asked.push(false);
+                    first_error.get_or_insert(f.at(r + 1));
+                }
+            }
         }
-        for (r, link) in self.links.iter_mut().enumerate() {
+        for (r, (link, asked)) in self.links.iter_mut().zip(asked).enumerate() {
+            if !asked {
+                continue;
+            }
             let replica = r + 1;
-            let answer = link.pop_ends().map_err(|f| f.at(replica))?;
-            link.pending -= 1;
-            let len = answer.first().copied().unwrap_or(u32::MAX);
+            let len = match link.pop_ends() {
+                Ok(answer) => {
+                    link.pending -= 1;
+                    answer.first().copied().unwrap_or(u32::MAX)
+                }
+                Err(f) => {
+                    first_error.get_or_insert(f.at(replica));
+                    continue;
+                }
+            };
+            if first_error.is_some() {
+                continue;
+            }
             if len as usize > link.state_len {
-                return Err(ReplicaFailure::Other(format!(
+                first_error = Some(ReplicaFailure::Other(format!(
                     "replica {replica} could not archive its state into {} bytes \
                      (raise max_state_bytes)",
                     link.state_len
                 )));
+                continue;
             }
             // SAFETY: the replica wrote `len` bytes into its area before it
-            // published its answer, which `receive` read (Acquire), and it
+            // published its answer, which `pop_ends` read (Acquire), and it
             // writes nothing more until asked again.
             let bytes = unsafe { std::slice::from_raw_parts(link.state.as_ptr(), len as usize) };
-            absorb(replica, bytes).map_err(ReplicaFailure::Other)?;
+            if let Err(reason) = absorb(replica, bytes) {
+                first_error = Some(ReplicaFailure::Other(reason));
+            }
         }
-        Ok(())
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// Kills and reaps every replica (the worker is leaving).
@@ -366,106 +434,98 @@ impl<In: Item, Out: Item> Link<In, Out> {
     }
 
     fn failure(&mut self, exit: WorkerExit) -> LinkFailure {
-        if exit == WorkerExit::Exited(PANIC_EXIT) {
-            // SAFETY: the replica has exited; it wrote its panic message
-            // (length first) into its area before.
+        if exit == WorkerExit::Exited(PANIC_EXIT) || exit == WorkerExit::Exited(FAILED_EXIT) {
+            // SAFETY: the replica has exited; it wrote its message (length
+            // first) into its area before.
             let message = unsafe { read_message(self.state, self.state_len) };
-            return LinkFailure::Panicked(message);
+            return if exit == WorkerExit::Exited(PANIC_EXIT) {
+                LinkFailure::Panicked(message)
+            } else {
+                LinkFailure::Other(message)
+            };
         }
         LinkFailure::Died(self.worker.pid().as_raw() as u32, describe(exit))
     }
 
-    /// Sends one request (`items`; empty: archive the state), split into
-    /// records that fit, waiting for room while the replica lives.
-    fn send(&mut self, items: &[In]) -> Result<(), LinkFailure> {
-        if items.is_empty() {
-            // The request to archive the state.
-            return self.push_record(&[]);
-        }
-        let mut done = 0;
-        while done < items.len() {
-            let (k, result) = stage_items(
-                &mut self.requests,
-                &items[done..],
-                &mut self.per_record,
-                None,
-                &mut self.bytes_per_item,
-            );
-            done += k;
-            self.pending += self.requests.flush();
-            match result {
-                Ok(()) => {}
-                Err(PushError::Full) => self.await_space()?,
-                Err(e) => return Err(LinkFailure::Other(e.to_string())),
+    /// Sends one request record of the first items of `items` (at most
+    /// `per_record`, fewer if they do not fit a record); returns how many.
+    fn send_one(&mut self, items: &[In]) -> Result<usize, LinkFailure> {
+        let mut k = self.per_record.min(items.len()).max(1);
+        loop {
+            match self.push_until_sent(&items[..k]) {
+                Ok(()) => return Ok(k),
+                Err(PushError::Record(RecordError::TooLarge { .. })) if k > 1 => {
+                    k /= 2;
+                    self.per_record = k;
+                }
+                Err(error) => return Err(self.push_failed(error)),
             }
         }
+    }
+
+    /// Asks the replica to archive its state (an empty request).
+    fn send_save(&mut self) -> Result<(), LinkFailure> {
+        self.push_until_sent(&[])
+            .map_err(|error| self.push_failed(error))
+    }
+
+    /// Pushes one record and publishes it, waiting for room while the
+    /// replica lives.
+    fn push_until_sent(&mut self, items: &[In]) -> Result<(), PushError> {
+        let (requests, worker) = (&mut self.requests, &mut self.worker);
+        requests.push_as_until(&VecOf(items), None, || {
+            worker.try_status().ok().flatten().is_some()
+        })?;
+        self.requests.flush();
+        self.pending += 1;
         Ok(())
     }
 
-    fn push_record(&mut self, items: &[In]) -> Result<(), LinkFailure> {
-        loop {
-            match self.requests.push_as(&ringweave_ipc::record::VecOf(items)) {
-                Ok(()) => {
-                    self.pending += self.requests.flush();
-                    return Ok(());
+    fn push_failed(&mut self, error: PushError) -> LinkFailure {
+        match error {
+            PushError::Interrupted | PushError::Abandoned => self.exit_after_close(),
+            error => LinkFailure::Other(error.to_string()),
+        }
+    }
+
+    /// Reads the answer to the oldest request record into `answer`: where
+    /// each input's outputs end, then the outputs.
+    fn receive_one(&mut self, answer: &mut Batch<Out>) -> Result<(), LinkFailure> {
+        let ends = self.pop_ends()?;
+        let count = ends.last().copied().unwrap_or(0) as usize;
+        let mut part = Batch {
+            items: Vec::with_capacity(count),
+            ends,
+            dealt: Vec::new(),
+        };
+        while part.items.len() < count {
+            let missing = count - part.items.len();
+            let (outputs, worker) = (&mut self.outputs, &mut self.worker);
+            let mut ended = None;
+            match outputs.pop_items(missing, |x| part.items.push(x)) {
+                Ok(_) => continue,
+                Err(PopError::Empty) => {
+                    let _ = outputs.wait_for_records(None, || {
+                        ended = worker.try_status().ok().flatten();
+                        ended.is_some()
+                    });
                 }
-                Err(PushError::Full) => self.await_space()?,
+                Err(PopError::Closed) => return Err(self.exit_after_close()),
                 Err(e) => return Err(LinkFailure::Other(e.to_string())),
             }
-        }
-    }
-
-    fn await_space(&mut self) -> Result<(), LinkFailure> {
-        let (requests, worker) = (&mut self.requests, &mut self.worker);
-        let mut ended = None;
-        let outcome =
-            requests.wait_for_space(1, Some(std::time::Instant::now() + LIVENESS_POLL), || {
-                ended = worker.try_status().ok().flatten();
-                ended.is_some()
-            });
-        if let Some(exit) = ended.or_else(|| self.ended()) {
-            return Err(self.failure(exit));
-        }
-        match outcome {
-            WaitOutcome::Closed => Err(self.exit_after_close()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Reads the answers to every request record sent.
-    fn receive(&mut self) -> Result<Batch<Out>, LinkFailure> {
-        let mut answer = Batch::default();
-        while self.pending > 0 {
-            let ends = self.pop_ends()?;
-            let count: u32 = ends.last().copied().unwrap_or(0);
-            let mut part = Batch {
-                items: Vec::with_capacity(count as usize),
-                ends,
-                dealt: Vec::new(),
-            };
-            while part.items.len() < count as usize {
-                let missing = count as usize - part.items.len();
-                let (outputs, worker) = (&mut self.outputs, &mut self.worker);
-                let mut ended = None;
-                match outputs.pop_items(missing, |x| part.items.push(x)) {
-                    Ok(_) => continue,
-                    Err(PopError::Empty) => {
-                        let _ = outputs.wait_for_records(None, || {
-                            ended = worker.try_status().ok().flatten();
-                            ended.is_some()
-                        });
-                    }
-                    Err(PopError::Closed) => return Err(self.exit_after_close()),
-                    Err(e) => return Err(LinkFailure::Other(e.to_string())),
-                }
-                if let Some(exit) = ended {
-                    return Err(self.failure(exit));
-                }
+            if let Some(exit) = ended {
+                return Err(self.failure(exit));
             }
-            self.pending -= 1;
-            answer.append(part);
         }
-        Ok(answer)
+        if part.items.len() != count {
+            return Err(LinkFailure::Other(format!(
+                "answered {} outputs where its ends said {count}",
+                part.items.len()
+            )));
+        }
+        self.pending -= 1;
+        answer.append(part);
+        Ok(())
     }
 
     fn pop_ends(&mut self) -> Result<Vec<u32>, LinkFailure> {
@@ -546,65 +606,74 @@ unsafe fn helper_main<In: Item, Out: Item, Op: Operator<In, Out>>(plan: HelperPl
             ends.producer::<Vec<u32>>(),
         )
     };
-    let (mut per_record, mut bytes_per_item) = (MAX_ITEMS_PER_RECORD, 0);
+    // SAFETY: this replica's area, written only here; the worker reads it
+    // after an answer (a saved state) or after this process exited (a
+    // message).
+    let area = unsafe { std::slice::from_raw_parts_mut(plan.state.as_ptr(), plan.state_len) };
+    let fail = |area: &mut [u8], code: i32, message: &str| {
+        // SAFETY: as above.
+        unsafe { leave_message(NonNull::from(&mut area[0]), area.len(), message) };
+        code
+    };
+    let mut per_record = MAX_ITEMS_PER_RECORD;
     // Keyed state: this replica owns only its groups from now on (the
     // worker keeps its copy of all, and takes these back when it saves).
     op.keep_only(plan.replica, plan.n);
     loop {
         let items = match requests.pop_blocking() {
             Ok(items) => items,
+            // The worker is leaving.
             Err(PopError::Closed) => return 0,
-            Err(_) => return FAILED_EXIT,
+            Err(e) => return fail(area, FAILED_EXIT, &format!("request: {e}")),
         };
-        let answer = if items.is_empty() {
-            // SAFETY: the area is this replica's, read by the worker only
-            // after the answer below.
-            let area =
-                unsafe { std::slice::from_raw_parts_mut(plan.state.as_ptr(), plan.state_len) };
-            let len = op.save_state(area).map_or(u32::MAX, |len| len as u32);
-            vec![len]
-        } else {
-            let mut batch = Batch::default();
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                for item in items {
-                    op.process(item, &mut batch.items);
-                    batch.end_input();
+        if items.is_empty() {
+            let saved =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.save_state(area)));
+            let len = match saved {
+                Ok(Ok(len)) => len as u32,
+                Ok(Err(_)) => u32::MAX,
+                Err(payload) => {
+                    let message = crate::error::panic_message(&*payload);
+                    std::mem::forget(payload);
+                    return fail(area, PANIC_EXIT, &message);
                 }
-            }));
-            if let Err(payload) = ran {
-                let message = crate::error::panic_message(&*payload);
-                std::mem::forget(payload);
-                // SAFETY: this replica's area, read by the worker only after
-                // this process has exited.
-                unsafe { leave_message(plan.state, plan.state_len, &message) };
-                return PANIC_EXIT;
+            };
+            if ends.push_blocking(&vec![len]).is_err() {
+                return 0;
             }
-            let mut done = 0;
-            while done < batch.items.len() {
-                let (k, result) = stage_items(
-                    &mut outputs,
-                    &batch.items[done..],
-                    &mut per_record,
-                    None,
-                    &mut bytes_per_item,
-                );
-                done += k;
-                outputs.flush();
-                match result {
-                    Ok(()) => {}
-                    Err(PushError::Full) => {
-                        if let WaitOutcome::Closed = outputs.wait_for_space(1, None, || false) {
-                            return 0;
-                        }
-                    }
-                    Err(_) => return FAILED_EXIT,
-                }
+            ends.flush();
+            continue;
+        }
+        let mut batch = Batch::default();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for item in items {
+                op.process(item, &mut batch.items);
+                batch.end_input();
             }
-            batch.ends
-        };
-        if ends.push_blocking(&answer).is_err() {
-            return 0;
+        }));
+        if let Err(payload) = ran {
+            let message = crate::error::panic_message(&*payload);
+            std::mem::forget(payload);
+            return fail(area, PANIC_EXIT, &message);
+        }
+        // Ends first: the worker then knows how many outputs to read, and
+        // reads them while they stream through the outputs ring.
+        match ends.push_blocking(&batch.ends) {
+            Ok(()) => {}
+            Err(PushError::Abandoned) => return 0,
+            Err(e) => return fail(area, FAILED_EXIT, &format!("answer: {e}")),
         }
         ends.flush();
+        let mut done = 0;
+        while done < batch.items.len() {
+            let k = per_record.min(batch.items.len() - done);
+            match outputs.push_as_until(&VecOf(&batch.items[done..done + k]), None, || false) {
+                Ok(()) => done += k,
+                Err(PushError::Record(RecordError::TooLarge { .. })) if k > 1 => per_record = k / 2,
+                Err(PushError::Abandoned) => return 0,
+                Err(e) => return fail(area, FAILED_EXIT, &format!("output: {e}")),
+            }
+        }
+        outputs.flush();
     }
 }

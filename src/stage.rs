@@ -51,6 +51,8 @@ pub(crate) struct Ctx<'a> {
     pub slot: Option<&'a StageSlot>,
     /// Bytes a stage's archived state may take (`max_state_bytes`).
     pub state_bytes: usize,
+    /// Bytes of a shared-memory edge's ring (`shm_ring_bytes`).
+    pub ring_bytes: usize,
 }
 
 /// A replicated stage's threads and count, for [`run_transform`].
@@ -122,7 +124,10 @@ where
         } else {
             0
         };
-        if Op::REPLICABLE && par.n > 1 && par.pool.cost.worth_splitting(want) {
+        // Once a keyed stage has replica processes they own their keys'
+        // state: every batch goes to them, however small.
+        let owned_elsewhere = Op::KEYED && par.procs.as_ref().is_some_and(|procs| procs.is_some());
+        if Op::REPLICABLE && par.n > 1 && (owned_elsewhere || par.pool.cost.worth_splitting(want)) {
             // Replicas: the whole batch goes through `process_batch`,
             // which returns once every replica is done with it.
             let mut items = Vec::with_capacity(want.min(ctx.batch));
@@ -265,7 +270,16 @@ fn deal_to_processes<In: Item, Out: Item, Op: Operator<In, Out>>(
     if procs.is_none() {
         // SAFETY: a worker process runs this stage on its only thread, and
         // `op` is the stage's operator.
-        let made = unsafe { ProcReplicas::spawn(op as *mut Op, n, stage, ctx.state_bytes, slot) };
+        let made = unsafe {
+            ProcReplicas::spawn(
+                op as *mut Op,
+                n,
+                stage,
+                ctx.state_bytes,
+                ctx.ring_bytes,
+                slot,
+            )
+        };
         *procs = Some(made.map_err(|reason| {
             StageExit::Failed(Error::Distributed {
                 reason: format!("stage `{stage}`: starting its replica processes: {reason}"),

@@ -730,3 +730,125 @@ fn sigkill_of_a_replica_process_names_the_replica() {
     ringweave::always_split(false);
     assert_nothing_left("after killing a replica process");
 }
+
+/// Once a keyed stage has replica processes, small batches too go to the
+/// replica that owns their keys: a burst (which deals out and forks the
+/// replicas) followed by a trickle of single items keeps every key's count.
+#[test]
+fn keyed_replica_processes_own_their_keys_for_small_batches_too() {
+    let _serial = serial();
+    ringweave::always_split(false);
+    let (burst, trickle) = (20_000u64, 300u64);
+    let source = (0..burst + trickle).inspect(move |&x| {
+        if x >= burst {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    });
+    let (out, sink) = collector();
+    Pipeline::from_iter(source)
+        .stateful_by_key(
+            "count",
+            |x: &u64| x % 101,
+            || 0u64,
+            |n: &mut u64, x: u64| {
+                // ~2 µs of work: the burst's batches are worth dealing out.
+                let t = std::time::Instant::now();
+                while t.elapsed() < Duration::from_micros(2) {}
+                *n += 1;
+                Some((x, *n))
+            },
+        )
+        .replicas(1)
+        .distributed_replicas(2)
+        .mode(ExecutionMode::Distributed)
+        .sink(sink)
+        .run()
+        .unwrap();
+    let expected: Vec<(u64, u64)> = (0..burst + trickle).map(|x| (x, x / 101 + 1)).collect();
+    assert!(take(&out) == expected, "per-key counts differ");
+    assert_nothing_left("keyed trickle");
+}
+
+/// Large requests and large answers stream through the replica rings
+/// (1 MiB each) without a deadlock: 16 KiB items in, and items that expand
+/// to 4 KiB each out.
+#[test]
+fn replica_processes_stream_parts_and_answers_larger_than_their_rings() {
+    let _serial = serial();
+    ringweave::always_split(true);
+    let got = bounded("large parts through replica processes", || {
+        let (out, sink) = collector();
+        Pipeline::from_iter(0..600u64)
+            .map("big", |x: u64| vec![x as u8; 16 << 10])
+            .map("same", |v: Vec<u8>| v)
+            .replicas(1)
+            .distributed_replicas(2)
+            .map("expand", |v: Vec<u8>| vec![v[0]; 4 << 10])
+            .replicas(1)
+            .distributed_replicas(2)
+            .mode(ExecutionMode::Distributed)
+            .shm_ring_bytes(8 << 20)
+            .sink(sink)
+            .run()
+            .unwrap();
+        take(&out)
+    });
+    ringweave::always_split(false);
+    assert_eq!(got.len(), 600);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, v)| v.len() == 4 << 10 && v.iter().all(|&b| b == i as u8)));
+    assert_nothing_left("large replica parts");
+}
+
+/// A switch back that fails gathering the replicas' state (over
+/// `max_state_bytes`) rolls back, and the run goes on with every answer
+/// accounted for: the sequence is still exact.
+#[test]
+fn a_failed_state_gather_rolls_back_and_the_run_goes_on() {
+    let _serial = serial();
+    ringweave::always_split(true);
+    let n = 30_000u64;
+    let (out, sink) = collector();
+    let handle = Pipeline::from_iter(hybrid_support::throttled(
+        n,
+        &Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ))
+    .stateful_by_key(
+        "per_key",
+        |x: &u64| *x,
+        || 0u64,
+        |c: &mut u64, x: u64| {
+            *c += 1;
+            Some(x + *c)
+        },
+    )
+    .replicas(1)
+    .distributed_replicas(3)
+    .mode(manual_only(10_000))
+    .max_state_bytes(4096)
+    .sink(sink)
+    .spawn()
+    .unwrap();
+    let out_event = handle.switch_to(Mode::Distributed).unwrap();
+    assert_eq!(out_event.outcome, SwitchOutcome::Completed);
+    // Enough keys that each replica's groups outgrow 4 KiB.
+    hybrid_support::wait_for_output(&handle, 1, 2_000);
+    let back = handle.switch_to(Mode::InProcess).unwrap();
+    match &back.outcome {
+        SwitchOutcome::RolledBack(cause) => {
+            assert!(cause.contains("max_state_bytes"), "{cause}")
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    drop(handle);
+    let got = take(&out);
+    assert!(got.len() > 2_000);
+    assert!(
+        got.iter().copied().eq((0..got.len() as u64).map(|x| x + 1)),
+        "sequence differs after the rolled-back gather"
+    );
+    ringweave::always_split(false);
+    assert_nothing_left("failed gather");
+}

@@ -275,6 +275,7 @@ impl Coordinator {
                     in_worker: false,
                     slot: Some(shared.controls.slot(index)),
                     state_bytes: 0,
+                    ring_bytes: 0,
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),
