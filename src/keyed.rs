@@ -15,7 +15,7 @@
 
 use crate::erased::{Erased, State};
 use crate::item::Item;
-use crate::op::{archive_state, restore_state, Operator, StateError};
+use crate::op::{archive_state, restore_state, run_each, Operator, StateError};
 use crate::port::Emit;
 use crate::replica::Batch;
 use std::collections::HashMap;
@@ -142,10 +142,7 @@ where
         out: &mut Batch<Out>,
     ) {
         let Some(pool) = pool.filter(|_| n > 1 && items.len() >= 2 * n) else {
-            for item in items {
-                self.process(item, &mut out.items);
-                out.end_input();
-            }
+            run_each(self, items, out);
             return;
         };
         // Deal by key group; `route[i]` is the replica of input `i`.

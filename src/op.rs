@@ -117,10 +117,21 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
         _n: usize,
         out: &mut Batch<Out>,
     ) {
-        for item in items {
-            self.process(item, &mut out.items);
-            out.end_input();
-        }
+        run_each(self, items, out);
+    }
+}
+
+/// Runs `items` through `op` one by one on this thread, appending the
+/// outputs and each input's end to `out`: a batch on one replica.
+#[inline]
+pub(crate) fn run_each<In, Out, Op: Operator<In, Out> + ?Sized>(
+    op: &mut Op,
+    items: Vec<In>,
+    out: &mut Batch<Out>,
+) {
+    for item in items {
+        op.process(item, &mut out.items);
+        out.end_input();
     }
 }
 

@@ -20,7 +20,7 @@
 //! leaves.
 
 use crate::item::Item;
-use crate::op::Operator;
+use crate::op::{run_each, Operator};
 use crate::replica::Batch;
 use crate::shm::MAX_ITEMS_PER_RECORD;
 use ringweave_ipc::control::StageSlot;
@@ -63,15 +63,29 @@ pub(crate) enum ReplicaFailure {
     Other(String),
 }
 
+impl std::fmt::Display for ReplicaFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Died { replica, pid, exit } => {
+                write!(f, "replica {replica} (process {pid}) {exit}")
+            }
+            Self::Panicked { replica, message } => {
+                write!(f, "replica {replica} panicked: {message}")
+            }
+            Self::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Replicas `1..n` of one stage, as processes.
-pub(crate) struct Replicas<In, Out> {
+pub(crate) struct ReplicaProcesses<In, Out> {
     links: Vec<Link<In, Out>>,
     /// Keeps the rings mapped (each ring holds the segment).
     _rings: Vec<RecordRing>,
 }
 
 // SAFETY: `state` points into the shared segment, which the rings in
-// `Replicas::_rings` keep mapped for as long as a `Link` exists; a `Link`
+// `ReplicaProcesses::_rings` keep mapped for as long as a `Link` exists; a `Link`
 // is used by one thread at a time (the stage's), like its ring ends.
 unsafe impl<In: Send, Out: Send> Send for Link<In, Out> {}
 
@@ -109,7 +123,7 @@ impl<Op> Clone for HelperPlan<Op> {
 }
 impl<Op> Copy for HelperPlan<Op> {}
 
-impl<In: Item, Out: Item> Replicas<In, Out> {
+impl<In: Item, Out: Item> ReplicaProcesses<In, Out> {
     /// Forks replicas `1..n` of `op` from this process and records their
     /// pids in `slot`.
     ///
@@ -265,10 +279,7 @@ impl<In: Item, Out: Item> Replicas<In, Out> {
             }
         }
         let mut mine = Batch::default();
-        for item in local {
-            op.process(item, &mut mine.items);
-            mine.end_input();
-        }
+        run_each(op, local, &mut mine);
         loop {
             let mut waiting = false;
             let links = self.links.iter_mut().zip(&mut remote).zip(&mut answers);
@@ -415,7 +426,7 @@ impl LinkFailure {
 impl<In: Item, Out: Item> Link<In, Out> {
     /// Whether the replica has ended (reaped then).
     fn ended(&mut self) -> Option<WorkerExit> {
-        self.worker.try_status().ok().flatten()
+        ended_now(&mut self.worker)
     }
 
     /// How the replica ended, once a ring of its closed: it closes them
@@ -473,9 +484,7 @@ impl<In: Item, Out: Item> Link<In, Out> {
     /// replica lives.
     fn push_until_sent(&mut self, items: &[In]) -> Result<(), PushError> {
         let (requests, worker) = (&mut self.requests, &mut self.worker);
-        requests.push_as_until(&VecOf(items), None, || {
-            worker.try_status().ok().flatten().is_some()
-        })?;
+        requests.push_as_until(&VecOf(items), None, || ended_now(worker).is_some())?;
         self.requests.flush();
         self.pending += 1;
         Ok(())
@@ -506,7 +515,7 @@ impl<In: Item, Out: Item> Link<In, Out> {
                 Ok(_) => continue,
                 Err(PopError::Empty) => {
                     let _ = outputs.wait_for_records(None, || {
-                        ended = worker.try_status().ok().flatten();
+                        ended = ended_now(worker);
                         ended.is_some()
                     });
                 }
@@ -532,7 +541,7 @@ impl<In: Item, Out: Item> Link<In, Out> {
         let (ends, worker) = (&mut self.ends, &mut self.worker);
         let mut ended = None;
         match ends.pop_until(None, || {
-            ended = worker.try_status().ok().flatten();
+            ended = ended_now(worker);
             ended.is_some()
         }) {
             Ok(ends) => Ok(ends),
@@ -543,6 +552,12 @@ impl<In: Item, Out: Item> Link<In, Out> {
             Err(e) => Err(LinkFailure::Other(e.to_string())),
         }
     }
+}
+
+/// How the replica `worker` ended, if it has (reaped then); an error
+/// learning it counts as still running, and the next check asks again.
+fn ended_now(worker: &mut Worker) -> Option<WorkerExit> {
+    worker.try_status().ok().flatten()
 }
 
 /// How a replica ended, for an error message.
@@ -591,7 +606,7 @@ unsafe fn read_message(area: NonNull<u8>, len: usize) -> String {
 ///
 /// # Safety
 ///
-/// Runs in a child forked by [`Replicas::spawn`], with `plan`'s addresses
+/// Runs in a child forked by [`ReplicaProcesses::spawn`], with `plan`'s addresses
 /// valid there and used by nothing else.
 unsafe fn helper_main<In: Item, Out: Item, Op: Operator<In, Out>>(plan: HelperPlan<Op>) -> i32 {
     // SAFETY: the caller's contract.
@@ -646,10 +661,7 @@ unsafe fn helper_main<In: Item, Out: Item, Op: Operator<In, Out>>(plan: HelperPl
         }
         let mut batch = Batch::default();
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for item in items {
-                op.process(item, &mut batch.items);
-                batch.end_input();
-            }
+            run_each(op, items, &mut batch);
         }));
         if let Err(payload) = ran {
             let message = crate::error::panic_message(&*payload);

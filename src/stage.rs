@@ -15,7 +15,7 @@ use crate::latency::{LatencyRecorder, StampRx, StampTx, Stamps};
 use crate::op::{Operator, StateError};
 use crate::port::{await_room, boundary, exit_of, next_batch, Emit, Inbox, Outbox, StageExit};
 use crate::replica::{Batch, Pool, Replicas};
-use crate::replica_proc::{ReplicaFailure, Replicas as ProcReplicas};
+use crate::replica_proc::{ReplicaFailure, ReplicaProcesses};
 use crate::shm::{ShmInbox, ShmOutbox};
 use crate::transport::{Rx, Transport, Tx};
 use ringweave_ipc::control::{StageControl, StageSlot};
@@ -64,7 +64,7 @@ pub(crate) struct Par<'a, In, Out> {
     pub stage: &'a str,
     /// In a worker: the stage's replica processes, made at the first batch
     /// dealt out.
-    pub procs: Option<&'a mut Option<ProcReplicas<In, Out>>>,
+    pub procs: Option<&'a mut Option<ReplicaProcesses<In, Out>>>,
 }
 
 impl<In, Out> Par<'_, In, Out> {
@@ -257,7 +257,7 @@ where
 /// the first), in a worker.
 fn deal_to_processes<In: Item, Out: Item, Op: Operator<In, Out>>(
     op: &mut Op,
-    procs: &mut Option<ProcReplicas<In, Out>>,
+    procs: &mut Option<ReplicaProcesses<In, Out>>,
     items: Vec<In>,
     batch: &mut Batch<Out>,
     stage: &str,
@@ -271,7 +271,7 @@ fn deal_to_processes<In: Item, Out: Item, Op: Operator<In, Out>>(
         // SAFETY: a worker process runs this stage on its only thread, and
         // `op` is the stage's operator.
         let made = unsafe {
-            ProcReplicas::spawn(
+            ReplicaProcesses::spawn(
                 op as *mut Op,
                 n,
                 stage,
@@ -460,7 +460,7 @@ pub(crate) struct TransformStage<In, Out, Op> {
     pub replicas: Replicas,
     pub pool: Pool,
     /// In a worker: replicas `1..n` as processes.
-    pub procs: Option<ProcReplicas<In, Out>>,
+    pub procs: Option<ReplicaProcesses<In, Out>>,
 }
 
 impl<In, Out, Op> ErasedStage for TransformStage<In, Out, Op>
@@ -556,17 +556,7 @@ where
                     }
                     Ok(())
                 })
-                .map_err(|failure| {
-                    StateError::Serialize(match failure {
-                        ReplicaFailure::Died { replica, pid, exit } => {
-                            format!("replica {replica} (process {pid}) {exit}")
-                        }
-                        ReplicaFailure::Panicked { replica, message } => {
-                            format!("replica {replica} panicked: {message}")
-                        }
-                        ReplicaFailure::Other(reason) => reason,
-                    })
-                })?;
+                .map_err(|failure| StateError::Serialize(failure.to_string()))?;
         }
         self.op.save_state(area)
     }

@@ -270,11 +270,11 @@ pub struct StageSlot {
     /// Process ids of the worker's replica processes (index 0 unused: the
     /// worker itself is replica 0), 0 where none runs. Written by the
     /// worker; read by the handle (Relaxed: informational).
-    pub replica_pids: ReplicaPids,
+    pub replica_pids: PerReplica<AtomicU32>,
     /// Items each replica of the stage has taken, ever (replica 0: the
     /// stage's own thread or worker). Added to by the stage after each
     /// batch; read by the handle (Relaxed: informational).
-    pub replica_items: ReplicaCounts,
+    pub replica_items: PerReplica<AtomicU64>,
     /// The replica whose process ended and failed the worker, or 0. Stored
     /// by the worker before it exits; read by the parent after it reaped
     /// the worker (the exit orders it).
@@ -284,24 +284,14 @@ pub struct StageSlot {
 /// The most replica processes one stage's worker may have (with itself).
 pub const MAX_REPLICA_PROCESSES: usize = 64;
 
-/// One process id per replica of a stage (see [`StageSlot::replica_pids`]).
+/// One word per replica of a stage (see [`StageSlot::replica_pids`] and
+/// [`StageSlot::replica_items`]), all zero at first.
 #[repr(C)]
-pub struct ReplicaPids(pub [AtomicU32; MAX_REPLICA_PROCESSES]);
+pub struct PerReplica<A>(pub [A; MAX_REPLICA_PROCESSES]);
 
-impl Default for ReplicaPids {
+impl<A: Default> Default for PerReplica<A> {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| AtomicU32::new(0)))
-    }
-}
-
-/// One item counter per replica of a stage (see
-/// [`StageSlot::replica_items`]).
-#[repr(C)]
-pub struct ReplicaCounts(pub [AtomicU64; MAX_REPLICA_PROCESSES]);
-
-impl Default for ReplicaCounts {
-    fn default() -> Self {
-        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+        Self(std::array::from_fn(|_| A::default()))
     }
 }
 
