@@ -194,7 +194,12 @@ fn worker_loop(
                     error => error.to_string(),
                 };
                 leave_error(table, index, &message);
-                stage.detach_shm();
+                if slot.failed_replica.load(Ordering::Relaxed) == 0 {
+                    stage.detach_shm();
+                }
+                // Else the output stays open: closing it would tell the
+                // next stage the stream ended, while the coordinator may
+                // replace this worker and go on (crash recovery).
                 return EXIT_FAILED;
             }
             StageExit::Paused => {}

@@ -15,6 +15,19 @@ pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// Default bytes a `stateful` stage's archived state may take when it moves
 /// back from a worker process.
 pub const DEFAULT_MAX_STATE_BYTES: usize = 1 << 20;
+/// Default [`max_restarts`](crate::Pipeline::max_restarts): 0, so a crashed
+/// worker ends the run with [`Error::WorkerCrashed`] and nothing is logged
+/// or checkpointed; recovery is asked for, not paid for by every run.
+pub const DEFAULT_MAX_RESTARTS: u32 = 0;
+/// Default longest time between two checkpoints while distributed (see
+/// [`checkpoint_interval`](crate::Pipeline::checkpoint_interval)).
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Default bound of the source's replay log, in items (see
+/// [`replay_log_items`](crate::Pipeline::replay_log_items)).
+pub const DEFAULT_REPLAY_LOG_ITEMS: usize = 1 << 20;
+/// Largest accepted [`replay_log_items`](crate::Pipeline::replay_log_items):
+/// 1 Gi items.
+pub const MAX_REPLAY_LOG_ITEMS: usize = 1 << 30;
 
 /// Largest accepted [`ring_capacity`](crate::Pipeline::ring_capacity): 16 Mi
 /// slots. Each in-process ring allocates its slots up front, so a capacity

@@ -109,6 +109,18 @@ struct LaidOut {
     stamp_rings: Vec<RecordRing>,
     local_outputs: Vec<(NodeId, Erased<crate::erased::End>)>,
     moved: Moved,
+    /// The residue read back from the rings (see [`Distributed::enter`]).
+    snapshot: Option<Vec<Erased<Residue>>>,
+}
+
+/// A distributed half just built.
+pub(crate) struct Entered {
+    pub dist: Distributed,
+    /// The residual items archived into its rings.
+    pub moved: Moved,
+    /// With crash recovery on: those items, per edge, for the first
+    /// checkpoint (`None` when entered from a checkpoint).
+    pub snapshot: Option<Vec<Erased<Residue>>>,
 }
 
 /// Why `lay_out` failed: the residual items did not fit (a larger ring may
@@ -128,6 +140,23 @@ pub(crate) struct ReadBack {
     pub moved: Moved,
 }
 
+impl ReadBack {
+    /// The residue (indexed by edge) and the states (indexed by node): a
+    /// checkpoint keeps them instead of leaving.
+    pub(crate) fn into_parts(self) -> (Vec<Erased<Residue>>, Vec<Option<Erased<State>>>) {
+        (self.residue, self.states)
+    }
+}
+
+/// A worker's failure, and whether replacing the worker may cure it.
+pub(crate) struct Failure {
+    pub error: Error,
+    /// Killed by a signal (SIGKILL, SIGSEGV, the OOM killer, the stall
+    /// watchdog) or a replica process died: not the stage's own verdict. A
+    /// panic, a failed record, an exit code are deterministic: no.
+    pub restartable: bool,
+}
+
 /// How a worker answered a pause request.
 pub(crate) enum WorkerPause {
     /// It saved its state and waits for a decision (or it had finished its
@@ -135,8 +164,8 @@ pub(crate) enum WorkerPause {
     Paused,
     /// It did not accept before the deadline; it runs on as if never asked.
     Declined,
-    /// A worker failed; the run must fail with this error.
-    Failed(Error),
+    /// A worker failed: the run fails with this error, or recovers.
+    Failed(Failure),
 }
 
 impl Distributed {
@@ -145,15 +174,28 @@ impl Distributed {
     /// emptied, the local nodes attached to their record rings. The caller
     /// restarts the local threads. On error nothing has changed: every
     /// worker forked is killed and reaped.
-    pub(crate) fn enter(run: Run<'_>, stages: &mut [Parked<'_>]) -> Result<(Self, Moved), String> {
-        let result = Self::build(run, stages);
+    ///
+    /// `from`: a checkpoint's residue (a recovery), archived into the
+    /// record rings instead of the in-process rings' items and left as it
+    /// is. With crash recovery on and no `from`, the items archived are
+    /// read back (a `Vec<T>` per edge) to be the first checkpoint's.
+    pub(crate) fn enter(
+        run: Run<'_>,
+        stages: &mut [Parked<'_>],
+        from: Option<&mut [Erased<Residue>]>,
+    ) -> Result<Entered, String> {
+        let result = Self::build(run, stages, from);
         if result.is_err() {
             clear_pids(run.controls());
         }
         result
     }
 
-    fn build(run: Run<'_>, stages: &mut [Parked<'_>]) -> Result<(Self, Moved), String> {
+    fn build(
+        run: Run<'_>,
+        stages: &mut [Parked<'_>],
+        from: Option<&mut [Erased<Residue>]>,
+    ) -> Result<Entered, String> {
         if !run.controls().is_shared() {
             return Err(
                 "the control table is not in shared memory (see the warning at start)".into(),
@@ -176,8 +218,9 @@ impl Distributed {
         // 64 times the configured size.
         let mut ring_bytes = run.options.shm_ring_bytes;
         let limit = ring_bytes.saturating_mul(64).min(RecordRing::MAX_CAPACITY);
+        let mut from = from;
         let laid = loop {
-            match lay_out(run, stages, ring_bytes) {
+            match lay_out(run, stages, ring_bytes, from.as_deref_mut()) {
                 Ok(laid) => break laid,
                 Err(LayOutError::Full(_)) if ring_bytes < limit => ring_bytes *= 2,
                 Err(LayOutError::Full(cause) | LayOutError::Other(cause)) => return Err(cause),
@@ -189,6 +232,7 @@ impl Distributed {
             stamp_rings,
             local_outputs,
             moved,
+            snapshot,
         } = laid;
 
         // Fork one worker per node placed in a worker. The child gets
@@ -309,7 +353,11 @@ impl Distributed {
             reaction_seen: None,
             _data: data,
         };
-        Ok((dist, moved))
+        Ok(Entered {
+            dist,
+            moved,
+            snapshot,
+        })
     }
 
     /// Asks the worker of `node` to pause: it saves its state into its state
@@ -339,8 +387,8 @@ impl Distributed {
             if self.finished(run, node) {
                 return WorkerPause::Paused;
             }
-            if let Some(error) = self.check(run) {
-                return WorkerPause::Failed(error);
+            if let Some(failure) = self.check(run) {
+                return WorkerPause::Failed(failure);
             }
             let now = Instant::now();
             if now >= deadline && !withdrawn {
@@ -468,11 +516,7 @@ impl Distributed {
         for (node, worker) in &mut leaving {
             await_leaving(run.controls().slot(node.0), worker);
         }
-        for (index, stage) in stages.iter_mut().enumerate() {
-            if topology.placement(NodeId(index)) == Placement::Local {
-                stage.detach_shm();
-            }
-        }
+        detach_locals(run, stages);
         for ((e, link), items) in topology.edges().zip(read.residue) {
             if let Some(outbox) = stages[link.from.0].ring_output() {
                 run.edges[e.0].append(outbox, items);
@@ -491,10 +535,24 @@ impl Distributed {
         leaving
     }
 
+    /// A recovery: with every worker killed and reaped ([`kill_all`],
+    /// [`reap_all`]) and the local nodes paused, takes the local nodes off
+    /// the record rings and unmaps the segment. Nothing is read back: the
+    /// run restarts from its checkpoint.
+    ///
+    /// [`kill_all`]: Self::kill_all
+    /// [`reap_all`]: Self::reap_all
+    pub(crate) fn abandon(self, run: Run<'_>, stages: &mut [Parked<'_>]) {
+        detach_locals(run, stages);
+        install_stamp_rings(stages, &run.shared.topology);
+        drop(self);
+        clear_pids(run.controls());
+    }
+
     /// Notices workers that ended. A worker that exited 0 finished its
     /// stage; any other end is the run's failure, returned. Every ended
     /// worker is reaped either way.
-    pub(crate) fn check(&mut self, run: Run<'_>) -> Option<Error> {
+    pub(crate) fn check(&mut self, run: Run<'_>) -> Option<Failure> {
         // A worker stops by itself (EXIT_ABORTED) only because a neighbour
         // failed: report the neighbour, not the one that reacted to it.
         let mut culprit = None;
@@ -552,27 +610,30 @@ impl Distributed {
                 .0
                 .get(replica)
                 .map_or(0, |p| p.load(Ordering::Relaxed));
-            return Some(Error::WorkerCrashed {
-                stage,
-                pid: pid as i32,
-                exit: message,
+            return Some(Failure {
+                error: Error::WorkerCrashed {
+                    stage,
+                    pid: pid as i32,
+                    exit: message,
+                },
+                restartable: true,
             });
         }
-        Some(
-            if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
-                // Only `worker_main` exits with this code after a panic it
-                // caught, leaving the message in the error area.
-                Error::StagePanicked { stage, message }
+        let restartable = matches!(ended, Some(WorkerExit::Signaled(_)));
+        let error = if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
+            // Only `worker_main` exits with this code after a panic it
+            // caught, leaving the message in the error area.
+            Error::StagePanicked { stage, message }
+        } else {
+            let exit = ended.map_or_else(|| "ended in an unknown way".to_owned(), describe);
+            let exit = if message.is_empty() {
+                exit
             } else {
-                let exit = ended.map_or_else(|| "ended in an unknown way".to_owned(), describe);
-                let exit = if message.is_empty() {
-                    exit
-                } else {
-                    format!("{exit}: {message}")
-                };
-                Error::WorkerCrashed { stage, pid, exit }
-            },
-        )
+                format!("{exit}: {message}")
+            };
+            Error::WorkerCrashed { stage, pid, exit }
+        };
+        Some(Failure { error, restartable })
     }
 
     /// The watchdog: kills a worker whose input holds records and whose
@@ -581,7 +642,7 @@ impl Distributed {
     /// naming it. Workers waiting for input or for room are not stalled, and
     /// a switch (which runs outside the event loop that calls this)
     /// restarts every clock.
-    pub(crate) fn check_stalls(&mut self, run: Run<'_>) -> Option<Error> {
+    pub(crate) fn check_stalls(&mut self, run: Run<'_>) -> Option<Failure> {
         let timeout = run.options.stall_timeout;
         let topology = &run.shared.topology;
         let now = Instant::now();
@@ -613,12 +674,15 @@ impl Distributed {
                 // records comes first, so this SIGKILL is not reported as
                 // a crash.
                 let _ = worker.kill();
-                return Some(Error::WorkerStalled {
-                    stage: run.name(node).to_owned(),
-                    pid: worker.pid().as_raw() as u32,
-                    stalled_for,
-                    items_in,
-                    input_bytes: write - read,
+                return Some(Failure {
+                    error: Error::WorkerStalled {
+                        stage: run.name(node).to_owned(),
+                        pid: worker.pid().as_raw() as u32,
+                        stalled_for,
+                        items_in,
+                        input_bytes: write - read,
+                    },
+                    restartable: true,
                 });
             }
         }
@@ -701,6 +765,7 @@ fn lay_out(
     run: Run<'_>,
     stages: &mut [Parked<'_>],
     ring_bytes: usize,
+    mut from: Option<&mut [Erased<Residue>]>,
 ) -> Result<LaidOut, LayOutError> {
     let topology = &run.shared.topology;
     let edges = topology.edge_count();
@@ -740,6 +805,7 @@ fn lay_out(
     // Archive the residual items, edge by edge, without consuming them.
     let mut moved = Moved::default();
     let mut local_outputs = Vec::new();
+    let mut snapshot = (from.is_none() && run.options.max_restarts > 0).then(Vec::new);
     for (e, link) in topology.edges() {
         let spec = &run.edges[e.0];
         // SAFETY: the ring is fresh and this is its only producer until it
@@ -749,7 +815,11 @@ fn lay_out(
         let input = stages[link.to.0].ring_input().ok_or_else(|| {
             LayOutError::Other(format!("stage `{}` has no input", run.name(link.to)))
         })?;
-        let copied = spec.copy_out(input, &mut producer).map_err(|error| {
+        let copied = match from.as_deref_mut() {
+            Some(residue) => spec.fill(&mut residue[e.0], &mut producer),
+            None => spec.copy_out(input, &mut producer),
+        };
+        let copied = copied.map_err(|error| {
             let cause = format!(
                 "edge `{}` → `{}`: {error}",
                 run.name(link.from),
@@ -761,6 +831,12 @@ fn lay_out(
             }
         })?;
         moved += copied;
+        if let Some(snapshot) = &mut snapshot {
+            // SAFETY: the ring is fresh; its only producer is `producer`,
+            // which has flushed, and no consumer exists yet.
+            let (items, _) = unsafe { spec.copy_in(&rings[e.0]) }.map_err(|e| other(&e))?;
+            snapshot.push(items);
+        }
         if topology.placement(link.from) == Placement::Local {
             local_outputs.push((link.from, producer));
         } else {
@@ -774,7 +850,17 @@ fn lay_out(
         stamp_rings,
         local_outputs,
         moved,
+        snapshot,
     })
+}
+
+/// Takes the local nodes off their record rings (closing their ends).
+fn detach_locals(run: Run<'_>, stages: &mut [Parked<'_>]) {
+    for (index, stage) in stages.iter_mut().enumerate() {
+        if run.shared.topology.placement(NodeId(index)) == Placement::Local {
+            stage.detach_shm();
+        }
+    }
 }
 
 /// Reaps workers told to leave at a switch back.

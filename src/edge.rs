@@ -109,6 +109,15 @@ pub(crate) trait EdgeSpec: Send {
         producer: &mut Erased<End>,
     ) -> Result<Moved, CopyOutError>;
 
+    /// Archives `items` (a `Vec<T>`: a checkpoint's residue of this edge)
+    /// into `producer`, as `copy_out` does, leaving `items` as they are: a
+    /// recovery refills a fresh record ring with them.
+    fn fill(
+        &self,
+        items: &mut Erased<Residue>,
+        producer: &mut Erased<End>,
+    ) -> Result<Moved, CopyOutError>;
+
     /// Drops every item in a paused in-process ring (the reading stage's
     /// `Consumer<T>`): the commit of a switch out, once the items live in
     /// the record ring.
@@ -172,44 +181,22 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
     ) -> Result<Moved, CopyOutError> {
         let consumer = consumer.open::<ring::Consumer<T>>();
         let producer = producer.get_mut::<RecordProducer<Vec<T>>>();
-        let before = producer.free_bytes();
         let n = consumer.slots();
         let Ok(chunk) = consumer.read_chunk(n) else {
             return Ok(Moved::default());
         };
         let (a, b) = chunk.as_slices();
-        let mut per_record = MAX_ITEMS_PER_RECORD;
-        let mut bytes_per_item = 0;
-        let mut fitted = 0;
-        for part in [a, b] {
-            // Residues are not bounded in items: they were in the
-            // in-process ring, so they are about that many already.
-            let (done, result) =
-                stage_items(producer, part, &mut per_record, None, &mut bytes_per_item);
-            fitted += done;
-            match result {
-                Ok(()) => {}
-                Err(PushError::Full) => {
-                    return Err(CopyOutError::Full {
-                        items: n,
-                        fitted,
-                        ring_bytes: producer.capacity(),
-                    })
-                }
-                Err(cause) => {
-                    return Err(CopyOutError::Item {
-                        index: fitted,
-                        items: n,
-                        cause,
-                    })
-                }
-            }
-        }
-        producer.flush();
-        Ok(Moved {
-            items: n as u64,
-            bytes: (before - producer.free_bytes()) as u64,
-        })
+        archive_residue(producer, [a, b])
+    }
+
+    fn fill(
+        &self,
+        items: &mut Erased<Residue>,
+        producer: &mut Erased<End>,
+    ) -> Result<Moved, CopyOutError> {
+        let items = items.get_mut::<Vec<T>>();
+        let producer = producer.get_mut::<RecordProducer<Vec<T>>>();
+        archive_residue(producer, [items, &[]])
     }
 
     fn clear(&self, consumer: ErasedMut<'_, End>) {
@@ -240,6 +227,48 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
             .open::<RingOutbox<T>>()
             .append(items.open::<Vec<T>>());
     }
+}
+
+/// Archives residual items (`parts`, in order) into a fresh record ring
+/// and publishes them.
+fn archive_residue<T: Item>(
+    producer: &mut RecordProducer<Vec<T>>,
+    parts: [&[T]; 2],
+) -> Result<Moved, CopyOutError> {
+    let n = parts[0].len() + parts[1].len();
+    let before = producer.free_bytes();
+    let mut per_record = MAX_ITEMS_PER_RECORD;
+    let mut bytes_per_item = 0;
+    let mut fitted = 0;
+    for part in parts {
+        // Residues are not bounded in items: they were in a ring already,
+        // so they are about that many.
+        let (done, result) =
+            stage_items(producer, part, &mut per_record, None, &mut bytes_per_item);
+        fitted += done;
+        match result {
+            Ok(()) => {}
+            Err(PushError::Full) => {
+                return Err(CopyOutError::Full {
+                    items: n,
+                    fitted,
+                    ring_bytes: producer.capacity(),
+                })
+            }
+            Err(cause) => {
+                return Err(CopyOutError::Item {
+                    index: fitted,
+                    items: n,
+                    cause,
+                })
+            }
+        }
+    }
+    producer.flush();
+    Ok(Moved {
+        items: n as u64,
+        bytes: (before - producer.free_bytes()) as u64,
+    })
 }
 
 /// Gives every edge a fresh in-process stamp queue (see `latency.rs`).

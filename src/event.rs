@@ -101,3 +101,30 @@ pub struct SwitchEvent {
     /// When the switch started.
     pub at: SystemTime,
 }
+
+/// A worker replaced after a crash (see
+/// [`max_restarts`](crate::CompletePipeline::max_restarts)): the run went
+/// back to its last checkpoint and replayed from there.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RecoveryEvent {
+    /// The stage whose worker died (`score[2]` for a replica process).
+    pub stage: String,
+    /// Its pid.
+    pub pid: u32,
+    /// How it ended (`was killed by SIGKILL`, or the watchdog's verdict).
+    pub cause: String,
+    /// Items the source sent again: what it had sent since the checkpoint,
+    /// and what it held.
+    pub replayed_items: u64,
+    /// Items put back into the rings from the checkpoint (in flight when it
+    /// was taken).
+    pub restored_items: u64,
+    /// From noticing the death to the new workers running: killing and
+    /// reaping the others, forking, refilling the rings.
+    pub downtime: Duration,
+    /// Which restart of the run this was, from 1.
+    pub restart: u32,
+    /// When the death was noticed.
+    pub at: SystemTime,
+}

@@ -21,7 +21,7 @@
 //! one process report under the same names; tell them apart by stage name.
 
 use crate::config::Mode;
-use crate::event::{SwitchEvent, SwitchOutcome};
+use crate::event::{RecoveryEvent, SwitchEvent, SwitchOutcome};
 use crate::shared::Shared;
 
 /// Publishes one sample: the stages' counts and rates, the edges' fill,
@@ -61,6 +61,10 @@ pub(crate) fn sample(shared: &Shared, rates: &[f64], fills: &[f64], throughput: 
 }
 
 /// Counts a switch.
+pub(crate) fn recovered(event: &RecoveryEvent) {
+    metrics::counter!("ringweave_recoveries_total", "stage" => event.stage.clone()).increment(1);
+}
+
 pub(crate) fn switched(event: &SwitchEvent) {
     let outcome = match event.outcome {
         SwitchOutcome::Completed => "completed",

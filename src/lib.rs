@@ -72,12 +72,13 @@ mod topology;
 mod transport;
 
 pub use config::{
-    ExecutionMode, HybridConfig, Mode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_STATE_BYTES,
-    DEFAULT_RING_CAPACITY, DEFAULT_SHM_RING_BYTES, DEFAULT_STALL_TIMEOUT, MAX_BATCH_SIZE,
+    ExecutionMode, HybridConfig, Mode, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_MAX_RESTARTS, DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLAY_LOG_ITEMS, DEFAULT_RING_CAPACITY,
+    DEFAULT_SHM_RING_BYTES, DEFAULT_STALL_TIMEOUT, MAX_BATCH_SIZE, MAX_REPLAY_LOG_ITEMS,
     MAX_RING_CAPACITY, MAX_STATE_BYTES,
 };
 pub use error::Error;
-pub use event::{LatencySummary, SwitchEvent, SwitchOutcome, SwitchReason};
+pub use event::{LatencySummary, RecoveryEvent, SwitchEvent, SwitchOutcome, SwitchReason};
 pub use handle::PipelineHandle;
 pub use input::Input;
 pub use item::Item;

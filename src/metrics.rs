@@ -3,7 +3,7 @@
 //! and its Prometheus text rendering.
 
 use crate::config::Mode;
-use crate::event::{LatencySummary, SwitchEvent, SwitchOutcome};
+use crate::event::{LatencySummary, RecoveryEvent, SwitchEvent, SwitchOutcome};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub struct Metrics {
     pub latency: LatencySummary,
     /// Every switch so far, with its effect on rate and latency.
     pub switches: Vec<SwitchImpact>,
+    /// Every worker replaced after a crash so far.
+    pub recoveries: Vec<RecoveryEvent>,
 }
 
 /// One stage's counters and rates.
@@ -292,6 +294,13 @@ impl Metrics {
             .last()
             .map_or(0.0, |s| s.event.pause.as_secs_f64());
         let _ = writeln!(out, "ringweave_last_switch_pause_seconds {pause}");
+        family(
+            &mut out,
+            "ringweave_recoveries_total",
+            "counter",
+            "Workers replaced after a crash.",
+        );
+        let _ = writeln!(out, "ringweave_recoveries_total {}", self.recoveries.len());
         out
     }
 }

@@ -107,6 +107,16 @@ pub(crate) trait Operator<In, Out>: Send + 'static {
         Ok(usize::MAX)
     }
 
+    /// An operator with effects outside the pipeline (a tee): how far into
+    /// its input stream it is (see `ErasedStage::position`).
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Its input stream starts again at `position` after a crash recovery:
+    /// skip the effects already had.
+    fn rewind(&mut self, _position: u64) {}
+
     /// Processes a whole batch over `n` replicas (threads of `pool` and the
     /// calling one), appending the outputs in input order. The default
     /// runs it on this thread.
@@ -243,6 +253,10 @@ where
 pub(crate) struct TeeOp<T> {
     pub name: String,
     pub branch: Input<T>,
+    /// Items pushed into the branch.
+    pub sent: u64,
+    /// Items not to push again after a crash recovery (pushed before it).
+    pub skip: u64,
 }
 
 impl<T: Clone + Send + 'static> Operator<T, T> for TeeOp<T> {
@@ -255,6 +269,11 @@ impl<T: Clone + Send + 'static> Operator<T, T> for TeeOp<T> {
 
     #[inline]
     fn map_one(&mut self, item: T) -> T {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return item;
+        }
+        self.sent += 1;
         if self.branch.push(item.clone()).is_err() {
             // The branch's run has ended early: it failed (its join
             // reports why) or was torn down. Going on would drop items.
@@ -269,7 +288,18 @@ impl<T: Clone + Send + 'static> Operator<T, T> for TeeOp<T> {
     const LOCAL: bool = true;
 
     fn room(&mut self, control: &StageControl) -> Result<usize, StageExit> {
+        if self.skip > 0 {
+            return Ok(usize::MAX);
+        }
         self.branch.await_room(control)
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.sent - self.skip.min(self.sent))
+    }
+
+    fn rewind(&mut self, position: u64) {
+        self.skip = self.sent.saturating_sub(position);
     }
 }
 

@@ -1,7 +1,8 @@
 //! The pipeline builder.
 
 use crate::config::{
-    ExecutionMode, DEFAULT_BATCH_SIZE, DEFAULT_MAX_STATE_BYTES, DEFAULT_RING_CAPACITY,
+    ExecutionMode, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_MAX_RESTARTS,
+    DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLAY_LOG_ITEMS, DEFAULT_RING_CAPACITY,
     DEFAULT_SHM_RING_BYTES, DEFAULT_STALL_TIMEOUT,
 };
 use crate::edge::TypedEdge;
@@ -77,6 +78,46 @@ macro_rules! option_setters {
             self.plan.options.max_state_bytes = bytes;
             self
         }
+
+        /// Replaces a worker process that dies without a panic (SIGKILL,
+        /// SIGSEGV, the OOM killer, the stall watchdog) up to `n` times per
+        /// run (default [`DEFAULT_MAX_RESTARTS`](crate::DEFAULT_MAX_RESTARTS),
+        /// 0). The run goes back to its last checkpoint, refills the rings
+        /// from it and from the source's replay log, and the sink still
+        /// receives exactly the sequential result, nothing twice. A panic
+        /// is a bug and fails the run at once; past `n` restarts the run
+        /// fails with the crash's error, naming the stage.
+        ///
+        /// With `n > 0` the source keeps a replay log while distributed and
+        /// the run checkpoints (a barrier, as a switch makes, that copies
+        /// the stages' state and the items in flight into this process)
+        /// every [`checkpoint_interval`](Self::checkpoint_interval) or once
+        /// the log is half full. Each recovery is a
+        /// [`RecoveryEvent`](crate::RecoveryEvent) in
+        /// [`RunReport::recoveries`](crate::RunReport::recoveries).
+        pub fn max_restarts(mut self, n: u32) -> Self {
+            self.plan.options.max_restarts = n;
+            self
+        }
+
+        /// Sets the longest time between two checkpoints while distributed
+        /// with [`max_restarts`](Self::max_restarts) on (default 1 s, at
+        /// least 1 ms). A shorter interval means less to replay after a
+        /// crash and more pauses.
+        pub fn checkpoint_interval(mut self, interval: std::time::Duration) -> Self {
+            self.plan.options.checkpoint_interval = interval;
+            self
+        }
+
+        /// Bounds the source's replay log to `items` (default
+        /// [`DEFAULT_REPLAY_LOG_ITEMS`](crate::DEFAULT_REPLAY_LOG_ITEMS),
+        /// at least 2): a checkpoint starts once it holds half of that, and
+        /// the source waits while it is full. Memory is bounded by `items`
+        /// of the source's item type.
+        pub fn replay_log_items(mut self, items: usize) -> Self {
+            self.plan.options.replay_log_items = items;
+            self
+        }
     };
 }
 
@@ -128,7 +169,7 @@ impl<T: Item> Pipeline<T> {
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'static,
     {
-        Self::with_source(IterFeed(iter.into_iter()))
+        Self::with_source(IterFeed(iter.into_iter().fuse()))
     }
 
     /// A pipeline fed live from the user's own thread: returns the push
@@ -171,6 +212,8 @@ impl<T: Item> Pipeline<T> {
             output: Tx::default(),
             tally: Tally::default(),
             stamps: Stamps::default(),
+            log: None,
+            kept: None,
         };
         Self {
             plan: Plan {
@@ -185,6 +228,9 @@ impl<T: Item> Pipeline<T> {
                     max_state_bytes: DEFAULT_MAX_STATE_BYTES,
                     stall_timeout: DEFAULT_STALL_TIMEOUT,
                     faults: Vec::new(),
+                    max_restarts: DEFAULT_MAX_RESTARTS,
+                    checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+                    replay_log_items: DEFAULT_REPLAY_LOG_ITEMS,
                 },
                 invalid: None,
             },
@@ -413,6 +459,8 @@ impl<T: Item> Pipeline<T> {
             TeeOp {
                 name,
                 branch: input,
+                sent: 0,
+                skip: 0,
             },
         );
         tee.subruns.push(branch);
@@ -481,6 +529,7 @@ impl<T: Item> Pipeline<T> {
                 f,
                 input: Rx::default(),
                 tally: Tally::default(),
+                skip: 0,
                 stamps: Stamps::default(),
             }),
         );

@@ -2,7 +2,9 @@
 //! edges between them and the run options. Checked once, before anything
 //! starts; its shape is a [`Topology`].
 
-use crate::config::{ExecutionMode, MAX_BATCH_SIZE, MAX_RING_CAPACITY, MAX_STATE_BYTES};
+use crate::config::{
+    ExecutionMode, MAX_BATCH_SIZE, MAX_REPLAY_LOG_ITEMS, MAX_RING_CAPACITY, MAX_STATE_BYTES,
+};
 use crate::edge::EdgeSpec;
 use crate::error::Error;
 use crate::stage::ErasedStage;
@@ -70,6 +72,12 @@ pub(crate) struct Options {
     pub stall_timeout: std::time::Duration,
     /// Failures to inject into switches (tests only).
     pub faults: Vec<Fault>,
+    /// Crashed workers replaced per run (0: a crash ends the run).
+    pub max_restarts: u32,
+    /// Longest time between two checkpoints while distributed.
+    pub checkpoint_interval: std::time::Duration,
+    /// Most items the source's replay log holds.
+    pub replay_log_items: usize,
 }
 
 /// A failure injected into every switch to distributed mode, to test that
@@ -127,6 +135,21 @@ impl Options {
             return Err(Error::InvalidConfig {
                 field: "stall_timeout",
                 reason: format!("must be at least 1 ms, got {:?}", self.stall_timeout),
+            });
+        }
+        if self.checkpoint_interval < std::time::Duration::from_millis(1) {
+            return Err(Error::InvalidConfig {
+                field: "checkpoint_interval",
+                reason: format!("must be at least 1 ms, got {:?}", self.checkpoint_interval),
+            });
+        }
+        let n = self.replay_log_items;
+        if !(2..=MAX_REPLAY_LOG_ITEMS).contains(&n) {
+            return Err(Error::InvalidConfig {
+                field: "replay_log_items",
+                reason: format!(
+                    "must be in 2..={MAX_REPLAY_LOG_ITEMS} (MAX_REPLAY_LOG_ITEMS), got {n}"
+                ),
             });
         }
         if let ExecutionMode::Hybrid(config) = &self.mode {

@@ -1,7 +1,7 @@
 //! What a run reports: counts, the switches it made, latency.
 
 use crate::config::Mode;
-use crate::event::{LatencySummary, SwitchEvent};
+use crate::event::{LatencySummary, RecoveryEvent, SwitchEvent};
 use crate::metrics::Metrics;
 use std::time::Duration;
 
@@ -28,6 +28,13 @@ pub struct RunReport {
     /// The reports of the pipelines that ran beside this one — tee
     /// branches and merge inputs — in the order the builder added them.
     pub branches: Vec<RunReport>,
+    /// Every worker replaced after a crash, in order (see
+    /// [`max_restarts`](crate::CompletePipeline::max_restarts)).
+    pub recoveries: Vec<RecoveryEvent>,
+    /// The most items the source's replay log held at once (0 without
+    /// [`max_restarts`](crate::CompletePipeline::max_restarts)); never more
+    /// than [`replay_log_items`](crate::CompletePipeline::replay_log_items).
+    pub replay_log_peak: usize,
 }
 
 /// Counts of one stage over the whole run.

@@ -2,7 +2,7 @@
 //! handle all read: names, shape, control blocks, clock, telemetry.
 
 use crate::config::Mode;
-use crate::event::LatencySummary;
+use crate::event::{LatencySummary, RecoveryEvent};
 use crate::latency::LatencyRecorder;
 use crate::metrics::{EdgeMetrics, Metrics, StageMetrics, SwitchImpact};
 use crate::replica::Replicas;
@@ -42,6 +42,7 @@ pub(crate) struct Telemetry {
     /// p99 latency of the last full window.
     pub p99: Duration,
     pub switches: Vec<SwitchImpact>,
+    pub recoveries: Vec<RecoveryEvent>,
 }
 
 impl Shared {
@@ -104,6 +105,7 @@ impl Shared {
             edges,
             latency: LatencySummary::of(&self.latency.histogram.lock()),
             switches: telemetry.switches.clone(),
+            recoveries: telemetry.recoveries.clone(),
         }
     }
 }

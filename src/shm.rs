@@ -6,10 +6,14 @@ use crate::error::Error;
 use crate::item::Item;
 use crate::port::{interrupted, Emit, Inbox, Outbox, StageExit};
 use ringweave_ipc::control::StageControl;
+use ringweave_ipc::futex;
 use ringweave_ipc::record::{RecordError, VecOf};
 use ringweave_ipc::record_ring::{
     PopError, PushError, RecordConsumer, RecordProducer, WaitOutcome,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Most items one record carries.
 pub(crate) const MAX_ITEMS_PER_RECORD: usize = 4096;
@@ -49,6 +53,34 @@ pub(crate) struct ShmOutbox<T> {
     /// A record that can never be written (too large, or its `Serialize`
     /// failed): the stage fails at the next flush.
     error: Option<RecordError>,
+    /// The source's replay log, when the run can recover from a crash.
+    log: Option<ReplayLog<T>>,
+    /// Items the log can still take (`usize::MAX` without a log): held
+    /// items count against it, so the log never exceeds its bound.
+    log_room: usize,
+}
+
+/// What the source sent since the last completed checkpoint (crash
+/// recovery): every item staged into the ring, in order, moved here instead
+/// of dropped. Bounded: once it holds `bound` items the outbox is congested
+/// and the source waits — for the checkpoint that empties it.
+pub(crate) struct ReplayLog<T> {
+    items: Vec<T>,
+    bound: usize,
+    /// `items.len()`, for the coordinator, which starts a checkpoint when
+    /// the log is half full.
+    fill: Arc<AtomicUsize>,
+    /// The largest `items.len()` seen (the bench checks the bound).
+    peak: Arc<AtomicUsize>,
+}
+
+/// How a source's output keeps its replay log: the bound and the two
+/// counters the coordinator reads.
+#[derive(Clone, Debug)]
+pub(crate) struct LogConfig {
+    pub bound: usize,
+    pub fill: Arc<AtomicUsize>,
+    pub peak: Arc<AtomicUsize>,
 }
 
 impl<T> ShmOutbox<T> {
@@ -63,6 +95,8 @@ impl<T> ShmOutbox<T> {
             full: false,
             stage: stage.to_owned(),
             error: None,
+            log: None,
+            log_room: usize::MAX,
         }
     }
 
@@ -71,6 +105,80 @@ impl<T> ShmOutbox<T> {
             stage: self.stage.clone(),
             source: error,
         })
+    }
+
+    /// Keeps what is staged in a replay log instead of dropping it.
+    pub(crate) fn keep_log(&mut self, config: &LogConfig) {
+        self.log = Some(ReplayLog {
+            items: Vec::new(),
+            bound: config.bound,
+            fill: Arc::clone(&config.fill),
+            peak: Arc::clone(&config.peak),
+        });
+        self.log_room = config.bound;
+    }
+
+    /// A checkpoint completed (the stage is paused, nothing held): what the
+    /// log holds is in the checkpoint now.
+    pub(crate) fn checkpointed(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.items.clear();
+            log.fill.store(0, Ordering::Relaxed);
+            self.log_room = log.bound;
+            self.full = false;
+        }
+    }
+
+    /// Everything sent since the last checkpoint and everything held, in
+    /// order, leaving both empty: what a recovery sends again.
+    pub(crate) fn take_replay(&mut self) -> Vec<T> {
+        let mut items = match &mut self.log {
+            Some(log) => {
+                log.fill.store(0, Ordering::Relaxed);
+                self.log_room = log.bound;
+                std::mem::take(&mut log.items)
+            }
+            None => Vec::new(),
+        };
+        items.append(&mut self.held);
+        self.staged = 0;
+        self.full = false;
+        items
+    }
+
+    /// Holds `items` to be sent before anything emitted next (a recovery's
+    /// replay; the stage is paused and holds nothing).
+    pub(crate) fn replay(&mut self, mut items: Vec<T>) {
+        items.append(&mut self.held);
+        self.held = items;
+        self.staged = 0;
+    }
+
+    /// Whether the replay log is at its bound.
+    fn log_full(&self) -> bool {
+        self.log.as_ref().is_some_and(|l| l.items.len() >= l.bound)
+    }
+
+    /// Waits, with the log full and nothing else held, for the checkpoint
+    /// that empties it: the source pauses at the next pause request.
+    #[cold]
+    fn await_checkpoint(&mut self, control: &StageControl) -> Result<(), StageExit> {
+        loop {
+            let word = control
+                .cmd_word()
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if control.interrupted() {
+                interrupted(control)?;
+            }
+            if !self.log_full() {
+                self.full = false;
+                return Ok(());
+            }
+            // The coordinator wakes this word with every pause request; the
+            // timeout is only a safety net.
+            let until = Instant::now() + Duration::from_millis(50);
+            let _ = futex::wait_until(control.cmd_word(), word, Some(until));
+        }
     }
 
     /// Bounds the items the edge holds to about `items` (see `max_items`).
@@ -156,11 +264,23 @@ impl<T: Item> ShmOutbox<T> {
         }
     }
 
-    /// Every held item is in the ring: drop them and take outputs again.
+    /// Every held item is in the ring: drop them (or log them) and take
+    /// outputs again.
     fn all_staged(&mut self) {
-        self.held.clear();
         self.staged = 0;
         self.full = false;
+        match &mut self.log {
+            None => self.held.clear(),
+            Some(log) => {
+                log.items.append(&mut self.held);
+                let len = log.items.len();
+                log.fill.store(len, Ordering::Relaxed);
+                log.peak.fetch_max(len, Ordering::Relaxed);
+                self.log_room = log.bound.saturating_sub(len);
+                // Congested until a checkpoint empties the log.
+                self.full = self.log_room == 0;
+            }
+        }
     }
 }
 
@@ -177,7 +297,8 @@ impl<T: Item> Emit<T> for ShmOutbox<T> {
 impl<T: Item> Outbox<T> for ShmOutbox<T> {
     #[inline]
     fn is_congested(&self) -> bool {
-        self.full || self.error.is_some()
+        // The last term is false without a log (`log_room` is `usize::MAX`).
+        self.full || self.error.is_some() || self.held.len() >= self.log_room
     }
 
     #[inline]
@@ -211,6 +332,9 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
 
     fn wait_room(&mut self, control: &StageControl) -> Result<(), StageExit> {
         if self.staged == self.held.len() {
+            if self.full && self.log_full() {
+                return self.await_checkpoint(control);
+            }
             return Ok(());
         }
         if let Some(budget) = self
@@ -223,9 +347,10 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
             let want = capacity - budget.min(capacity) + 1;
             return match self
                 .producer
-                .wait_for_space(want, None, || control.is_aborted())
+                .wait_for_space(want, None, || control.pause_forced())
             {
-                WaitOutcome::Closed | WaitOutcome::Interrupted => Err(StageExit::Aborted),
+                WaitOutcome::Closed => Err(StageExit::Aborted),
+                WaitOutcome::Interrupted => forced_pause(control),
                 WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {
                     self.full = false;
                     Ok(())
@@ -237,7 +362,7 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
         let run = VecOf(&self.held[self.staged..self.staged + k]);
         match self
             .producer
-            .push_as_until(&run, None, || control.is_aborted())
+            .push_as_until(&run, None, || control.pause_forced())
         {
             Ok(()) => {
                 self.staged += k;
@@ -254,9 +379,20 @@ impl<T: Item> Outbox<T> for ShmOutbox<T> {
                 Ok(())
             }
             Err(PushError::Record(e)) => Err(self.fail(e)),
-            Err(PushError::Abandoned | PushError::Interrupted) => Err(StageExit::Aborted),
+            Err(PushError::Interrupted) => forced_pause(control),
+            Err(PushError::Abandoned) => Err(StageExit::Aborted),
         }
     }
+}
+
+/// A wait for room was interrupted: by an abort, or by a forced pause
+/// request (a recovery), which the stage accepts holding its outputs.
+#[cold]
+fn forced_pause(control: &StageControl) -> Result<(), StageExit> {
+    if control.is_aborted() {
+        return Err(StageExit::Aborted);
+    }
+    interrupted(control)
 }
 
 /// The input of a stage from a record ring, with the stage name for errors.

@@ -10,11 +10,12 @@
 //! per stage, while under load the batches fill up and amortise the
 //! synchronisation.
 
-use crate::erased::{End, Erased, ErasedMut};
+use crate::erased::{End, Erased, ErasedMut, Residue};
 use crate::heap::RingOutbox;
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
 use crate::port::{await_room, boundary, drain, exit_of, next_batch, Inbox, Outbox, StageExit};
+use crate::shm::LogConfig;
 use crate::stage::{shm_out, Ctx, ErasedStage, Tally};
 use crate::transport::{Transport, Tx};
 use ringweave_ipc::ring::{map_chunk, Consumer, RingWaker};
@@ -85,6 +86,12 @@ pub(crate) struct SourceStage<T, F> {
     pub output: Tx<T>,
     pub tally: Tally,
     pub stamps: Stamps,
+    /// While the run can recover from a crash: the replay log every
+    /// shared-memory output keeps.
+    pub log: Option<LogConfig>,
+    /// The log of a source that finished while logging, kept for a replay
+    /// (its output closed: the stream ended downstream).
+    pub kept: Option<Vec<T>>,
 }
 
 impl<T, F> ErasedStage for SourceStage<T, F>
@@ -102,10 +109,51 @@ where
             Some(Transport::Heap(out)) => feed.run(out, tally, stamps, ctx),
             Some(Transport::Shm(out)) => {
                 out.bound_queue(ctx.edge_items);
-                feed.run(out, tally, stamps, ctx)
+                let exit = feed.run(out, tally, stamps, ctx);
+                if matches!(exit, StageExit::Finished) && self.log.is_some() {
+                    // A crash before the end of the run replays this: keep
+                    // it, and close the ring (the end of the stream).
+                    self.kept = Some(out.take_replay());
+                    self.output.detach();
+                }
+                exit
             }
             None => StageExit::Aborted,
         }
+    }
+
+    fn keep_log(&mut self, config: LogConfig) {
+        self.log = Some(config);
+    }
+
+    fn checkpointed(&mut self) {
+        if let Some(out) = self.output.shm_mut() {
+            out.checkpointed();
+        }
+        if let (Some(kept), Some(log)) = (&mut self.kept, &self.log) {
+            kept.clear();
+            log.fill.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn take_replay(&mut self) -> Option<(Erased<Residue>, u64)> {
+        let items = match (self.kept.take(), self.output.shm_mut()) {
+            (Some(kept), _) => kept,
+            (None, Some(out)) => out.take_replay(),
+            (None, None) => Vec::new(),
+        };
+        let n = items.len() as u64;
+        Some((Erased::new(items), n))
+    }
+
+    fn replay(&mut self, items: Erased<Residue>) {
+        if let Some(out) = self.output.shm_mut() {
+            out.replay(items.open());
+        }
+    }
+
+    fn kept_for_replay(&self) -> bool {
+        self.kept.is_some()
     }
 
     fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
@@ -130,7 +178,11 @@ where
 
     fn attach_shm(&mut self, _input: Option<Erased<End>>, output: Option<Erased<End>>) {
         if let Some(output) = output {
-            self.output.attach(shm_out(output, "source"));
+            let mut out = shm_out(output, "source");
+            if let Some(log) = &self.log {
+                out.keep_log(log);
+            }
+            self.output.attach(out);
         }
     }
 

@@ -7,7 +7,7 @@
 //! for room — it checks its [`StageControl`] word, so the switch barrier can
 //! stop it at a point where no item is half-processed.
 
-use crate::erased::{End, Erased, ErasedMut, State};
+use crate::erased::{End, Erased, ErasedMut, Residue, State};
 use crate::error::Error;
 use crate::heap::RingOutbox;
 use crate::item::Item;
@@ -16,7 +16,7 @@ use crate::op::{Operator, StateError};
 use crate::port::{await_room, boundary, exit_of, next_batch, Emit, Inbox, Outbox, StageExit};
 use crate::replica::{Batch, Pool, Replicas};
 use crate::replica_proc::{ReplicaFailure, ReplicaProcesses};
-use crate::shm::{ShmInbox, ShmOutbox};
+use crate::shm::{LogConfig, ShmInbox, ShmOutbox};
 use crate::transport::{Rx, Transport, Tx};
 use ringweave_ipc::control::{StageControl, StageSlot};
 use ringweave_ipc::record_ring::{RecordConsumer, RecordProducer};
@@ -321,10 +321,14 @@ fn replica_failed(failure: ReplicaFailure, stage: &str, slot: &StageSlot) -> Sta
 }
 
 /// The sink loop: batches from `input` into the user's closure.
+///
+/// `skip`: items to drop before delivering again, after a crash recovery
+/// (they were delivered before the crash).
 pub(crate) fn run_sink<T>(
     f: &mut impl FnMut(T),
     input: &mut impl Inbox<T>,
     tally: &mut Tally,
+    skip: &mut u64,
     stamps: &mut Stamps,
     ctx: &Ctx<'_>,
 ) -> StageExit {
@@ -335,10 +339,23 @@ pub(crate) fn run_sink<T>(
         let available = input.await_items(control)?;
         let base = tally.items_in;
         stamps.refresh(base);
-        let taken = input.take(available.min(ctx.batch), |item| {
-            f(item);
-            true
-        })?;
+        let taken = if *skip == 0 {
+            input.take(available.min(ctx.batch), |item| {
+                f(item);
+                true
+            })?
+        } else {
+            let before = *skip;
+            let taken = input.take(available.min(ctx.batch), |item| {
+                if *skip > 0 {
+                    *skip -= 1;
+                } else {
+                    f(item);
+                }
+                true
+            })?;
+            taken - (before - *skip) as usize
+        };
         // Stamped items of this batch were delivered by now: one clock read.
         let end = base + taken as u64;
         let mut now = None;
@@ -438,6 +455,35 @@ pub(crate) trait ErasedStage: Send {
     fn local(&self) -> bool {
         false
     }
+
+    // Crash recovery (see `coordinator/recovery.rs`).
+
+    /// The source: keep a replay log of what its shared-memory output
+    /// sends from now on.
+    fn keep_log(&mut self, _config: LogConfig) {}
+    /// The source, paused: a checkpoint completed, drop its log.
+    fn checkpointed(&mut self) {}
+    /// The source, paused: what it sent since the last checkpoint and what
+    /// it holds, in order (a `Vec<T>`), and how many, leaving it empty.
+    fn take_replay(&mut self) -> Option<(Erased<Residue>, u64)> {
+        None
+    }
+    /// The source, paused and attached: sends `items` (from
+    /// `take_replay`) before anything else.
+    fn replay(&mut self, _items: Erased<Residue>) {}
+    /// The source: it finished while logging, and was kept for a replay.
+    fn kept_for_replay(&self) -> bool {
+        false
+    }
+    /// A stage with effects outside the pipeline (the sink, a tee): how far
+    /// into its input stream it is — items delivered, less those it is
+    /// still to skip. `None` for the others.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+    /// After a recovery its input stream starts again at `position` (one
+    /// `position` returned earlier): it skips what it delivered already.
+    fn rewind(&mut self, _position: u64) {}
 }
 
 /// Unboxes shared-memory ends for `attach_shm`.
@@ -596,13 +642,24 @@ where
     fn local(&self) -> bool {
         Op::LOCAL
     }
+
+    fn position(&self) -> Option<u64> {
+        self.op.position()
+    }
+
+    fn rewind(&mut self, position: u64) {
+        self.op.rewind(position);
+    }
 }
 
 /// The sink: hands every item to the user's closure.
 pub(crate) struct SinkStage<T, F> {
     pub f: F,
     pub input: Rx<T>,
+    /// `items_in` counts items delivered to `f`.
     pub tally: Tally,
+    /// Items to drop before delivering again (see [`run_sink`]).
+    pub skip: u64,
     pub stamps: Stamps,
 }
 
@@ -616,10 +673,15 @@ where
     }
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
-        let (f, tally, stamps) = (&mut self.f, &mut self.tally, &mut self.stamps);
+        let (f, tally, skip, stamps) = (
+            &mut self.f,
+            &mut self.tally,
+            &mut self.skip,
+            &mut self.stamps,
+        );
         match self.input.active() {
-            Some(Transport::Heap(input)) => run_sink(f, input, tally, stamps, ctx),
-            Some(Transport::Shm(input)) => run_sink(f, input, tally, stamps, ctx),
+            Some(Transport::Heap(input)) => run_sink(f, input, tally, skip, stamps, ctx),
+            Some(Transport::Shm(input)) => run_sink(f, input, tally, skip, stamps, ctx),
             None => StageExit::Aborted,
         }
     }
@@ -656,5 +718,13 @@ where
 
     fn tally_mut(&mut self) -> &mut Tally {
         &mut self.tally
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.tally.items_in - self.skip.min(self.tally.items_in))
+    }
+
+    fn rewind(&mut self, position: u64) {
+        self.skip = self.tally.items_in.saturating_sub(position);
     }
 }

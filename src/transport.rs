@@ -61,6 +61,11 @@ impl<H, S> Side<H, S> {
         self.heap.as_mut()
     }
 
+    /// The shared-memory end, while attached.
+    pub(crate) fn shm_mut(&mut self) -> Option<&mut S> {
+        self.shm.as_mut()
+    }
+
     /// Switches the loop to a shared-memory end.
     pub(crate) fn attach(&mut self, end: S) {
         self.shm = Some(end);

@@ -82,6 +82,9 @@ pub struct StageControl {
     items_in: CachePadded<AtomicU64>,
     /// Items the stage has handed to its output, ever. Same writer.
     items_out: CachePadded<AtomicU64>,
+    /// 1 while a pause request may be accepted even by a stage that waits
+    /// for room with outputs held (a recovery: their consumer is dead).
+    forced: AtomicU32,
 }
 
 impl StageControl {
@@ -140,18 +143,45 @@ impl StageControl {
         self.cmd.store(PAUSE_REQUESTED, Ordering::Relaxed);
     }
 
+    /// Asks the stage to pause even where it normally would not: while it
+    /// waits for room with outputs held, because the consumer it waits for
+    /// is gone (a crash recovery). The stage keeps what it holds. The
+    /// caller then wakes the stage's rings, as for [`request_pause`].
+    ///
+    /// [`request_pause`]: Self::request_pause
+    pub fn request_pause_forced(&self) {
+        // Relaxed, both: read together by `pause_forced` in a wait
+        // condition, after the wake-up fence, as in `request_pause`.
+        self.forced.store(1, Ordering::Relaxed);
+        self.cmd.store(PAUSE_REQUESTED, Ordering::Relaxed);
+    }
+
+    /// Whether a forced pause request (or an abort) is pending: a stage
+    /// waiting for room stops waiting for it.
+    #[inline]
+    pub fn pause_forced(&self) -> bool {
+        // Relaxed: as in `interrupted`.
+        self.is_aborted() || (self.forced.load(Ordering::Relaxed) == 1 && self.interrupted())
+    }
+
     /// Withdraws a pause request. `true`: the stage had not accepted it and
     /// now never will. `false`: it already accepted; its hand-over is coming.
     pub fn cancel_pause(&self) -> bool {
         // SYNC POINT: pause-decision (see `try_pause`).
-        self.cmd
+        let cancelled = self
+            .cmd
             .compare_exchange(
                 PAUSE_REQUESTED,
                 RUNNING,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .is_ok();
+        if cancelled {
+            // A later plain request must not read as forced.
+            self.forced.store(0, Ordering::Relaxed);
+        }
+        cancelled
     }
 
     /// Clears the word before a paused stage is resumed.
@@ -159,6 +189,7 @@ impl StageControl {
         // Relaxed: the stage is not running; the thread spawn that resumes it
         // orders this store before its first load.
         self.cmd.store(RUNNING, Ordering::Relaxed);
+        self.forced.store(0, Ordering::Relaxed);
     }
 
     /// Publishes the stage's counters (single writer: plain stores).

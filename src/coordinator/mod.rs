@@ -18,7 +18,11 @@
 //! stage already paused is resumed where it stood, and the switch is recorded
 //! as timed out. Nothing is ever forced.
 
+mod recovery;
 mod switch;
+
+use recovery::Recovery;
+use switch::parked_stages;
 
 use crate::config::{ExecutionMode, Mode};
 use crate::distributed::{switch_timeout, Distributed, Run};
@@ -48,6 +52,9 @@ pub(crate) enum Exit {
     Finished,
     /// Paused at the barrier; the stage travels back to the coordinator.
     Paused(Box<dyn ErasedStage>),
+    /// The source finished while distributed with crash recovery on: kept
+    /// (its output closed) in case a crash makes it send its log again.
+    Kept(Box<dyn ErasedStage>),
     Aborted,
     Panicked(String),
     Failed(Error),
@@ -124,6 +131,10 @@ pub(crate) struct Coordinator {
     impact_pending: Option<usize>,
     /// No automatic switch before this instant.
     cooldown_until: Instant,
+    /// Checkpoints and restarts, with `max_restarts > 0`. Declared before
+    /// `distributed`: a finished source kept here holds ends of rings in
+    /// its segment, so it must be dropped first.
+    recovery: Option<Recovery>,
     /// The segment, its rings and the workers, while distributed.
     distributed: Option<Distributed>,
 }
@@ -167,6 +178,10 @@ impl Coordinator {
             wakers.push(waker);
         }
         install_stamp_rings(&mut nodes, &topology);
+        let recovery = (options.max_restarts > 0).then(|| Recovery::new(options.replay_log_items));
+        if let Some(recovery) = &recovery {
+            nodes[topology.source().0].keep_log(recovery.log());
+        }
         let input_waker = nodes[topology.source().0].input_waker();
         // The control blocks live in shared memory, where worker processes
         // update them too; any run may be switched (`PipelineHandle::switch_to`).
@@ -217,6 +232,7 @@ impl Coordinator {
             last_rotation: started,
             impact_pending: None,
             cooldown_until: Instant::now(),
+            recovery,
             distributed: None,
         };
         Ok(Started {
@@ -279,6 +295,7 @@ impl Coordinator {
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),
+                    Ok(StageExit::Finished) if stage.kept_for_replay() => Exit::Kept(stage),
                     Ok(StageExit::Finished) => end(stage, Exit::Finished),
                     Ok(StageExit::Aborted) => end(stage, Exit::Aborted),
                     Ok(StageExit::Failed(error)) => end(stage, Exit::Failed(error)),
@@ -346,6 +363,10 @@ impl Coordinator {
             if !self.check_workers() {
                 self.check_stalls();
             }
+            self.recover_pending();
+            if self.checkpoint_due() {
+                self.checkpoint();
+            }
             if Instant::now() >= next_sample {
                 next_sample = Instant::now() + self.sample_interval();
                 self.sample_and_maybe_switch();
@@ -373,9 +394,9 @@ impl Coordinator {
         if let Some(dist) = &mut self.distributed {
             let run = run_of(&self.shared, &self.options, &self.edges);
             // Reaped either way; only the first failure is reported.
-            if let Some(error) = dist.check(run) {
+            if let Some(failure) = dist.check(run) {
                 if self.failure.is_none() {
-                    self.fail(error);
+                    self.worker_failed(failure, false);
                 }
             }
         }
@@ -386,8 +407,8 @@ impl Coordinator {
     fn check_stalls(&mut self) {
         if let Some(dist) = &mut self.distributed {
             let run = run_of(&self.shared, &self.options, &self.edges);
-            if let Some(error) = dist.check_stalls(run) {
-                self.fail(error);
+            if let Some(failure) = dist.check_stalls(run) {
+                self.worker_failed(failure, false);
             }
         }
     }
@@ -463,6 +484,12 @@ impl Coordinator {
         }
         match exit {
             Exit::Finished | Exit::Aborted => {}
+            Exit::Kept(stage) => match &mut self.recovery {
+                Some(recovery) if !self.aborting => recovery.keep_source(stage),
+                _ => {
+                    let _ = end(stage, Exit::Finished);
+                }
+            },
             Exit::Paused(stage) => {
                 if self.aborting {
                     // Dropping the stage closes its rings, so its
@@ -544,10 +571,28 @@ impl Coordinator {
     /// it is parked (or had ended); `false` if it did not accept before
     /// `deadline` — then it runs on as if never asked.
     fn pause_thread(&mut self, node: NodeId, deadline: Instant) -> bool {
+        self.pause_thread_as(node, deadline, false)
+    }
+
+    /// As `pause_thread`, but the stage accepts even while it waits for
+    /// room with outputs held (a recovery: its consumer is dead).
+    fn pause_thread_forced(&mut self, node: NodeId, deadline: Instant) -> bool {
+        self.pause_thread_as(node, deadline, true)
+    }
+
+    fn pause_thread_as(&mut self, node: NodeId, deadline: Instant, forced: bool) -> bool {
         if !matches!(self.slots[node.0], Slot::Thread(_)) {
             return true;
         }
-        self.shared.controls.get(node.0).request_pause();
+        let control = self.shared.controls.get(node.0);
+        if forced {
+            control.request_pause_forced();
+        } else {
+            control.request_pause();
+        }
+        // A source waiting for a checkpoint to empty its replay log sleeps
+        // on this word.
+        let _ = ringweave_ipc::futex::wake(control.cmd_word(), u32::MAX);
         self.wake_all();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -794,6 +839,11 @@ impl Coordinator {
             latency: metrics.latency.clone(),
             metrics,
             branches: Vec::new(),
+            recoveries: self
+                .recovery
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.events().to_vec()),
+            replay_log_peak: self.recovery.as_ref().map_or(0, Recovery::peak_log),
         }
     }
 

@@ -94,10 +94,13 @@ impl Coordinator {
     fn enter_distributed(&mut self) -> Result<Moved, String> {
         let run = super::run_of(&self.shared, &self.options, &self.edges);
         let mut stages = parked_stages(&mut self.slots);
-        let (dist, moved) = Distributed::enter(run, &mut stages)?;
-        self.distributed = Some(dist);
+        let entered = Distributed::enter(run, &mut stages, None)?;
+        self.distributed = Some(entered.dist);
         self.mode = Mode::Distributed;
-        Ok(moved)
+        if let Some(residue) = entered.snapshot {
+            self.checkpoint_entered(residue);
+        }
+        Ok(entered.moved)
     }
 
     /// The name of a stage that has ended, if any: a pipeline that is
@@ -118,7 +121,7 @@ impl Coordinator {
     /// (`pause_worker`). `Ok` once the coordinator holds them all; `Err`
     /// with the transaction to report otherwise, everything paused so far
     /// resumed.
-    fn barrier(&mut self, t0: Instant) -> Result<(), Transaction> {
+    pub(super) fn barrier(&mut self, t0: Instant) -> Result<(), Transaction> {
         if let Some(stage) = self.draining() {
             return Err(Transaction::refused(format!(
                 "stage `{stage}` has finished: the pipeline is draining"
@@ -137,6 +140,14 @@ impl Coordinator {
                 // Everything is being torn down (`fail` aborted it).
                 return Err(Transaction::rolled_back(
                     "the run failed during the switch".into(),
+                    t0,
+                ));
+            }
+            if self.recovery_pending() {
+                // A worker died; the recovery runs once this has unwound.
+                self.undo_pause();
+                return Err(Transaction::rolled_back(
+                    "a worker died during the switch".into(),
                     t0,
                 ));
             }
@@ -219,8 +230,8 @@ impl Coordinator {
         match dist.pause_worker(run, node, deadline) {
             WorkerPause::Paused => true,
             WorkerPause::Declined => false,
-            WorkerPause::Failed(error) => {
-                self.fail(error);
+            WorkerPause::Failed(failure) => {
+                self.worker_failed(failure, true);
                 false
             }
         }
@@ -228,7 +239,7 @@ impl Coordinator {
 
     /// Undoes the pause of a switch back: workers that paused carry on, the
     /// local threads restart on their record rings.
-    fn resume_distributed(&mut self) {
+    pub(super) fn resume_distributed(&mut self) {
         if let Some(dist) = &self.distributed {
             dist.resume_workers(super::run_of(&self.shared, &self.options, &self.edges));
         }
@@ -237,7 +248,7 @@ impl Coordinator {
 }
 
 /// Every stage, which the coordinator holds during a switch.
-fn parked_stages(slots: &mut [Slot]) -> Vec<crate::distributed::Parked<'_>> {
+pub(super) fn parked_stages(slots: &mut [Slot]) -> Vec<crate::distributed::Parked<'_>> {
     slots
         .iter_mut()
         .map(|slot| match slot {
