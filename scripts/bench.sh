@@ -202,6 +202,9 @@ note  "Distributed mode: read the paired line (in-process and distributed runs a
 bench graph graph "Graphs: replicas (scale-out), against rayon, the ordered merge, rescale pause"
 extra extra.json
 note  "Its own harness (`benches/graph.rs`), not criterion: every round runs each case once in a rotated order, and the ratios are per round. `work()` is a xorshift loop; its cost per item is measured at the start of the run. A replicated stage deals a batch out only when its measured cost per item says the batch holds at least 20 µs of work (`replica::Cost`), so the cheap map's two replicas run unsplit: that line measures what the replica path costs a stage too cheap to split (one clock read per batch). Before that rule, with every batch dealt out, the same line was 0.14 × — waking a pool thread and joining it costs more than 256 cheap items."
+bench recovery recovery "Crash recovery: the cost of checkpointing, downtime after a kill, the replay log's bound"
+extra extra.json
+note  "Its own harness (`benches/recovery.rs`), not criterion. Checkpointing cost: runs with and without `max_restarts` alternate, the ratio is per round. Downtime: a paced run (about 100 k items/s) in a process holding 100 MB, one worker SIGKILLed every 200 ms; kill → the first item the sink receives after the recovery resumed the threads. The floor is the pause of a switch out of the same pipeline in the same process: a recovery does that (barrier aside) plus noticing the death, killing and reaping the other workers and pausing the local threads."
 EOF
 )
 

@@ -12,6 +12,7 @@ use crate::edge::EdgeSpec;
 use crate::erased::{End, Erased};
 use crate::error::panic_message;
 use crate::latency::{Stamp, StampRx, StampTx};
+use crate::op::StateError;
 use crate::port::StageExit;
 use crate::shared::Shared;
 use crate::stage::{Ctx, ErasedStage};
@@ -227,6 +228,13 @@ fn worker_loop(
         };
         let len = match saved {
             Ok(len) => len as u64,
+            Err(StateError::ReplicaDied { replica, exit }) => {
+                // A crash, as in the stage loop (`replica_failed`): the
+                // parent names `stage[replica]` and may restart the run.
+                slot.failed_replica.store(replica as u32, Ordering::Relaxed);
+                leave_error(table, index, &exit);
+                return EXIT_FAILED;
+            }
             Err(error) => {
                 leave_error(table, index, &error.to_string());
                 u64::MAX

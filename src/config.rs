@@ -22,9 +22,13 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 0;
 /// Default longest time between two checkpoints while distributed (see
 /// [`checkpoint_interval`](crate::Pipeline::checkpoint_interval)).
 pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Default bound of the source's replay log, in items (see
-/// [`replay_log_items`](crate::Pipeline::replay_log_items)).
-pub const DEFAULT_REPLAY_LOG_ITEMS: usize = 1 << 20;
+/// What the source's replay log may hold by default, in bytes of its item
+/// type (`size_of::<T>()`; heap data the items own is not counted): 8 MiB,
+/// so 1 Mi `u64`s, and never fewer than 1024 items (see
+/// [`replay_log_items`](crate::Pipeline::replay_log_items)). Larger logs
+/// measured slower, not faster: fewer checkpoints, but every logged item
+/// written to memory the caches no longer hold (docs/PERF.md).
+pub const DEFAULT_REPLAY_LOG_BYTES: usize = 8 << 20;
 /// Largest accepted [`replay_log_items`](crate::Pipeline::replay_log_items):
 /// 1 Gi items.
 pub const MAX_REPLAY_LOG_ITEMS: usize = 1 << 30;

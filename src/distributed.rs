@@ -24,6 +24,7 @@ use crate::shared::Shared;
 use crate::stage::ErasedStage;
 use crate::topology::{NodeId, Placement};
 use ringweave_ipc::control::{Cmd, ControlTable, StageSlot, WorkerStatus};
+use ringweave_ipc::exit_watch::ExitWatch;
 use ringweave_ipc::futex;
 use ringweave_ipc::record_ring::RecordRing;
 use ringweave_ipc::segment::{Segment, SegmentLayout};
@@ -71,6 +72,8 @@ pub(crate) struct Distributed {
     progress: Vec<Progress>,
     /// When a worker was first seen stopping because a neighbour failed.
     reaction_seen: Option<Instant>,
+    /// Wakes the coordinator when a worker ends (see `watch`).
+    watch: Option<ExitWatch>,
     _data: Arc<Segment>,
 }
 
@@ -351,6 +354,7 @@ impl Distributed {
                 topology.nodes()
             ],
             reaction_seen: None,
+            watch: None,
             _data: data,
         };
         Ok(Entered {
@@ -358,6 +362,17 @@ impl Distributed {
             moved,
             snapshot,
         })
+    }
+
+    /// Calls `on_exit` from a thread of its own the moment a worker ends
+    /// (a pidfd becoming readable), so that a crash is noticed at once
+    /// rather than at the coordinator's next tick, which stays as the
+    /// fallback (and the only way on kernels without pidfds).
+    pub(crate) fn watch(&mut self, on_exit: impl Fn() + Send + 'static) {
+        match ExitWatch::new(self.workers.iter().flatten(), "rw-exit-watch", on_exit) {
+            Ok(watch) => self.watch = watch,
+            Err(e) => tracing::warn!(error = %e, "no exit watch: worker ends are polled"),
+        }
     }
 
     /// Asks the worker of `node` to pause: it saves its state into its state
@@ -566,9 +581,16 @@ impl Distributed {
                 Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
                     reacted.get_or_insert((index, pid, Some(exit)));
                 }
-                Ok(Some(exit)) => {
-                    culprit.get_or_insert((index, pid, Some(exit)));
+                // A failure that is not restartable (a panic) wins over a
+                // crash seen in the same look: it must fail the run.
+                Ok(Some(exit))
+                    if culprit.is_none()
+                        || (!restartable_exit(Some(exit))
+                            && culprit.is_some_and(|(_, _, e)| restartable_exit(e))) =>
+                {
+                    culprit = Some((index, pid, Some(exit)));
                 }
+                Ok(Some(_)) => {}
                 Err(e) => {
                     culprit.get_or_insert((index, pid, None));
                     tracing::warn!(stage = %run.name(NodeId(index)), error = %e,
@@ -619,7 +641,7 @@ impl Distributed {
                 restartable: true,
             });
         }
-        let restartable = matches!(ended, Some(WorkerExit::Signaled(_)));
+        let restartable = restartable_exit(ended);
         let error = if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
             // Only `worker_main` exits with this code after a panic it
             // caught, leaving the message in the error area.
@@ -687,6 +709,15 @@ impl Distributed {
             }
         }
         None
+    }
+
+    /// Restarts the watchdog's clocks (after a checkpoint paused the
+    /// workers).
+    pub(crate) fn restart_clocks(&mut self) {
+        let now = Instant::now();
+        for seen in &mut self.progress {
+            seen.since = now;
+        }
     }
 
     /// Whether the worker of `node` has finished its stage (exited 0).
@@ -894,6 +925,13 @@ fn clear_pids(controls: &ControlTable) {
             pid.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether a worker that ended this way may be replaced: killed by a
+/// signal other than SIGABRT (which a panic with `panic = "abort"`, or a
+/// double panic, raises: deterministic, as a panic is).
+fn restartable_exit(ended: Option<WorkerExit>) -> bool {
+    matches!(ended, Some(WorkerExit::Signaled(signal)) if signal != nix::sys::signal::Signal::SIGABRT)
 }
 
 /// Whether a worker that ended finished its stage: it exited 0, or its

@@ -23,6 +23,10 @@ pub(crate) enum StateError {
     Invalid { len: usize, cause: String },
     /// The validated archive does not deserialize.
     Deserialize(String),
+    /// Replica process `replica` died (`exit` says how) while its state
+    /// was gathered: a crash of the stage, not a state that does not fit.
+    /// Its pid is in the control slot.
+    ReplicaDied { replica: usize, exit: String },
 }
 
 impl std::fmt::Display for StateError {
@@ -38,6 +42,9 @@ impl std::fmt::Display for StateError {
                 write!(f, "state of {len} bytes fails validation: {cause}")
             }
             Self::Deserialize(cause) => write!(f, "state does not deserialize: {cause}"),
+            Self::ReplicaDied { replica, exit, .. } => {
+                write!(f, "replica {replica} {exit} while its state was gathered")
+            }
         }
     }
 }
@@ -289,7 +296,8 @@ impl<T: Clone + Send + 'static> Operator<T, T> for TeeOp<T> {
 
     fn room(&mut self, control: &StageControl) -> Result<usize, StageExit> {
         if self.skip > 0 {
-            return Ok(usize::MAX);
+            // Only the items to skip: the rest need room in the branch.
+            return Ok(usize::try_from(self.skip).unwrap_or(usize::MAX));
         }
         self.branch.await_room(control)
     }

@@ -2,8 +2,7 @@
 
 use crate::config::{
     ExecutionMode, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_MAX_RESTARTS,
-    DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLAY_LOG_ITEMS, DEFAULT_RING_CAPACITY,
-    DEFAULT_SHM_RING_BYTES, DEFAULT_STALL_TIMEOUT,
+    DEFAULT_MAX_STATE_BYTES, DEFAULT_RING_CAPACITY, DEFAULT_SHM_RING_BYTES, DEFAULT_STALL_TIMEOUT,
 };
 use crate::edge::TypedEdge;
 use crate::error::Error;
@@ -109,13 +108,13 @@ macro_rules! option_setters {
             self
         }
 
-        /// Bounds the source's replay log to `items` (default
-        /// [`DEFAULT_REPLAY_LOG_ITEMS`](crate::DEFAULT_REPLAY_LOG_ITEMS),
-        /// at least 2): a checkpoint starts once it holds half of that, and
-        /// the source waits while it is full. Memory is bounded by `items`
-        /// of the source's item type.
+        /// Bounds the source's replay log to `items` (at least 2; by
+        /// default [`DEFAULT_REPLAY_LOG_BYTES`](crate::DEFAULT_REPLAY_LOG_BYTES)
+        /// of the source's item type, at least 1024 items): a checkpoint
+        /// starts once it holds half of that, and the source waits while it
+        /// is full. A larger log means fewer checkpoints at high rates.
         pub fn replay_log_items(mut self, items: usize) -> Self {
-            self.plan.options.replay_log_items = items;
+            self.plan.options.replay_log_items = Some(items);
             self
         }
     };
@@ -230,7 +229,7 @@ impl<T: Item> Pipeline<T> {
                     faults: Vec::new(),
                     max_restarts: DEFAULT_MAX_RESTARTS,
                     checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
-                    replay_log_items: DEFAULT_REPLAY_LOG_ITEMS,
+                    replay_log_items: None,
                 },
                 invalid: None,
             },
@@ -252,6 +251,7 @@ impl<T: Item> Pipeline<T> {
                 replicas: Replicas::default(),
                 pool: Pool::default(),
                 procs: None,
+                replay: false,
             }),
         );
         Pipeline {

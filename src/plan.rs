@@ -76,8 +76,8 @@ pub(crate) struct Options {
     pub max_restarts: u32,
     /// Longest time between two checkpoints while distributed.
     pub checkpoint_interval: std::time::Duration,
-    /// Most items the source's replay log holds.
-    pub replay_log_items: usize,
+    /// Most items the source's replay log holds (`None`: by the item size).
+    pub replay_log_items: Option<usize>,
 }
 
 /// A failure injected into every switch to distributed mode, to test that
@@ -143,8 +143,10 @@ impl Options {
                 reason: format!("must be at least 1 ms, got {:?}", self.checkpoint_interval),
             });
         }
-        let n = self.replay_log_items;
-        if !(2..=MAX_REPLAY_LOG_ITEMS).contains(&n) {
+        if let Some(n) = self
+            .replay_log_items
+            .filter(|n| !(2..=MAX_REPLAY_LOG_ITEMS).contains(n))
+        {
             return Err(Error::InvalidConfig {
                 field: "replay_log_items",
                 reason: format!(

@@ -455,6 +455,12 @@ impl<In: Item, Out: Item> Link<In, Out> {
                 LinkFailure::Other(message)
             };
         }
+        if !matches!(exit, WorkerExit::Signaled(s) if s != nix::sys::signal::Signal::SIGABRT) {
+            // An exit code or SIGABRT: the replica's own doing (a panic
+            // outside the operator, `panic = "abort"`), not a crash that a
+            // restart could cure.
+            return LinkFailure::Other(describe(exit));
+        }
         LinkFailure::Died(self.worker.pid().as_raw() as u32, describe(exit))
     }
 

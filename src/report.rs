@@ -33,8 +33,13 @@ pub struct RunReport {
     pub recoveries: Vec<RecoveryEvent>,
     /// The most items the source's replay log held at once (0 without
     /// [`max_restarts`](crate::CompletePipeline::max_restarts)); never more
-    /// than [`replay_log_items`](crate::CompletePipeline::replay_log_items).
+    /// than `replay_log_bound`.
     pub replay_log_peak: usize,
+    /// The bound of the source's replay log (0 without `max_restarts`).
+    pub replay_log_bound: usize,
+    /// Checkpoints taken (a switch out counts as one; 0 without
+    /// `max_restarts`).
+    pub checkpoints: u64,
 }
 
 /// Counts of one stage over the whole run.

@@ -65,7 +65,14 @@ pub(crate) struct ShmOutbox<T> {
 /// of dropped. Bounded: once it holds `bound` items the outbox is congested
 /// and the source waits — for the checkpoint that empties it.
 pub(crate) struct ReplayLog<T> {
-    items: Vec<T>,
+    /// The runs archived, in order: each is the outbox's whole `held`
+    /// vector, moved here rather than copied.
+    runs: Vec<Vec<T>>,
+    /// Items in `runs`.
+    len: usize,
+    /// Emptied runs, given back to `held` so that logging allocates nothing
+    /// once warm.
+    spare: Vec<Vec<T>>,
     bound: usize,
     /// `items.len()`, for the coordinator, which starts a checkpoint when
     /// the log is half full.
@@ -73,6 +80,11 @@ pub(crate) struct ReplayLog<T> {
     /// The largest `items.len()` seen (the bench checks the bound).
     peak: Arc<AtomicUsize>,
 }
+
+/// A run of the replay log shorter than this is copied onto the last one
+/// (if that is shorter than `LONG_RUN`) instead of moved in whole.
+const SHORT_RUN: usize = 256;
+const LONG_RUN: usize = 4096;
 
 /// How a source's output keeps its replay log: the bound and the two
 /// counters the coordinator reads.
@@ -110,7 +122,9 @@ impl<T> ShmOutbox<T> {
     /// Keeps what is staged in a replay log instead of dropping it.
     pub(crate) fn keep_log(&mut self, config: &LogConfig) {
         self.log = Some(ReplayLog {
-            items: Vec::new(),
+            runs: Vec::new(),
+            len: 0,
+            spare: Vec::new(),
             bound: config.bound,
             fill: Arc::clone(&config.fill),
             peak: Arc::clone(&config.peak),
@@ -122,7 +136,11 @@ impl<T> ShmOutbox<T> {
     /// log holds is in the checkpoint now.
     pub(crate) fn checkpointed(&mut self) {
         if let Some(log) = &mut self.log {
-            log.items.clear();
+            for mut run in log.runs.drain(..) {
+                run.clear();
+                log.spare.push(run);
+            }
+            log.len = 0;
             log.fill.store(0, Ordering::Relaxed);
             self.log_room = log.bound;
             self.full = false;
@@ -136,7 +154,13 @@ impl<T> ShmOutbox<T> {
             Some(log) => {
                 log.fill.store(0, Ordering::Relaxed);
                 self.log_room = log.bound;
-                std::mem::take(&mut log.items)
+                let mut items = Vec::with_capacity(log.len + self.held.len());
+                for mut run in log.runs.drain(..) {
+                    items.append(&mut run);
+                    log.spare.push(run);
+                }
+                log.len = 0;
+                items
             }
             None => Vec::new(),
         };
@@ -156,7 +180,7 @@ impl<T> ShmOutbox<T> {
 
     /// Whether the replay log is at its bound.
     fn log_full(&self) -> bool {
-        self.log.as_ref().is_some_and(|l| l.items.len() >= l.bound)
+        self.log.as_ref().is_some_and(|l| l.len >= l.bound)
     }
 
     /// Waits, with the log full and nothing else held, for the checkpoint
@@ -272,8 +296,19 @@ impl<T: Item> ShmOutbox<T> {
         match &mut self.log {
             None => self.held.clear(),
             Some(log) => {
-                log.items.append(&mut self.held);
-                let len = log.items.len();
+                log.len += self.held.len();
+                match log.runs.last_mut() {
+                    // A short run (a low rate) joins the last one: copying
+                    // a few items beats one vector per item.
+                    Some(last) if self.held.len() < SHORT_RUN && last.len() < LONG_RUN => {
+                        last.append(&mut self.held);
+                    }
+                    _ => {
+                        let spare = log.spare.pop().unwrap_or_default();
+                        log.runs.push(std::mem::replace(&mut self.held, spare));
+                    }
+                }
+                let len = log.len;
                 log.fill.store(len, Ordering::Relaxed);
                 log.peak.fetch_max(len, Ordering::Relaxed);
                 self.log_room = log.bound.saturating_sub(len);

@@ -152,6 +152,10 @@ where
         }
     }
 
+    fn item_size(&self) -> usize {
+        std::mem::size_of::<T>()
+    }
+
     fn kept_for_replay(&self) -> bool {
         self.kept.is_some()
     }

@@ -471,7 +471,15 @@ pub(crate) trait ErasedStage: Send {
     /// The source, paused and attached: sends `items` (from
     /// `take_replay`) before anything else.
     fn replay(&mut self, _items: Erased<Residue>) {}
-    /// The source: it finished while logging, and was kept for a replay.
+    /// The source: `size_of` its items (the replay log's default bound).
+    fn item_size(&self) -> usize {
+        0
+    }
+    /// A local transform (a tee) of a run that can recover: keep it when
+    /// it finishes while distributed.
+    fn keep_for_replay(&mut self) {}
+    /// It finished while distributed and is to be kept for a replay (the
+    /// caller closes its shared-memory ends).
     fn kept_for_replay(&self) -> bool {
         false
     }
@@ -507,6 +515,9 @@ pub(crate) struct TransformStage<In, Out, Op> {
     pub pool: Pool,
     /// In a worker: replicas `1..n` as processes.
     pub procs: Option<ReplicaProcesses<In, Out>>,
+    /// A local stage of a run that can recover: kept when it finishes
+    /// while distributed, in case a crash makes it run again.
+    pub replay: bool,
 }
 
 impl<In, Out, Op> ErasedStage for TransformStage<In, Out, Op>
@@ -602,7 +613,12 @@ where
                     }
                     Ok(())
                 })
-                .map_err(|failure| StateError::Serialize(failure.to_string()))?;
+                .map_err(|failure| match failure {
+                    ReplicaFailure::Died { replica, exit, .. } => {
+                        StateError::ReplicaDied { replica, exit }
+                    }
+                    failure => StateError::Serialize(failure.to_string()),
+                })?;
         }
         self.op.save_state(area)
     }
@@ -645,6 +661,14 @@ where
 
     fn position(&self) -> Option<u64> {
         self.op.position()
+    }
+
+    fn keep_for_replay(&mut self) {
+        self.replay = Op::LOCAL;
+    }
+
+    fn kept_for_replay(&self) -> bool {
+        self.replay && self.output.shm().is_some()
     }
 
     fn rewind(&mut self, position: u64) {

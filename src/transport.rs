@@ -62,6 +62,11 @@ impl<H, S> Side<H, S> {
     }
 
     /// The shared-memory end, while attached.
+    pub(crate) fn shm(&self) -> Option<&S> {
+        self.shm.as_ref()
+    }
+
+    /// The shared-memory end, while attached, to change.
     pub(crate) fn shm_mut(&mut self) -> Option<&mut S> {
         self.shm.as_mut()
     }

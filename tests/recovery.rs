@@ -81,7 +81,12 @@ fn a_killed_worker_is_replaced_and_nothing_is_lost_or_repeated() {
         assert!(event.cause.contains("SIGKILL"), "{}", event.cause);
         assert_eq!(event.restart, 1);
         assert_eq!(report.items_delivered, chain_expected(n).len() as u64);
-        assert!(report.replay_log_peak <= ringweave::DEFAULT_REPLAY_LOG_ITEMS);
+        assert!(report.replay_log_peak <= report.replay_log_bound);
+        assert_eq!(
+            report.replay_log_bound,
+            ringweave::DEFAULT_REPLAY_LOG_BYTES / 8
+        );
+        assert!(report.checkpoints >= 1);
         assert_nothing_left(&format!("after `{victim}` was replaced"));
     }
 }
@@ -482,4 +487,106 @@ fn a_tee_branch_and_an_input_source_see_each_item_once() {
         killed
     );
     assert_nothing_left("after a tee and an input");
+}
+
+/// A tee that has finished (its input ended) is kept: a kill of the stage
+/// after it, while the sink still drains, replays through it, and its
+/// branch still sees each item once.
+#[test]
+fn a_kill_after_the_tee_finished_replays_through_it() {
+    let _serial = serial();
+    let n = 2_000u64;
+    let slow = Arc::new(AtomicBool::new(true));
+    let gate = Arc::clone(&slow);
+    let (main_out, main_sink) = collector();
+    let (branch_out, branch_sink) = collector();
+    let handle = Pipeline::from_iter(0..n)
+        .map("a", |x: u64| x + 1)
+        .tee("audit", move |b| b.sink(branch_sink))
+        .stateful("slow", 0u64, move |s: &mut u64, x: u64| {
+            if gate.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            *s += x;
+            Some(*s)
+        })
+        .mode(ExecutionMode::Distributed)
+        .ring_capacity(4096)
+        .max_restarts(2)
+        .checkpoint_interval(Duration::from_secs(3600))
+        .sink(main_sink)
+        .spawn()
+        .unwrap();
+    // The tee is stage 2; it has passed everything on once its count is n.
+    wait_until("the tee to finish", || handle.stage_counts()[2].2 == n);
+    let last = handle.stage_counts().len() - 1;
+    wait_for_output(&handle, last, 50);
+    sigkill(pid_of(&handle, "slow").unwrap());
+    wait_until("the recovery", || !handle.metrics().recoveries.is_empty());
+    slow.store(false, Ordering::Relaxed);
+    let report = join_bounded(handle).unwrap();
+    let expected: Vec<u64> = (1..=n)
+        .scan(0u64, |s, x| {
+            *s += x;
+            Some(*s)
+        })
+        .collect();
+    assert_eq!(take(&main_out), expected);
+    assert_eq!(take(&branch_out), (1..=n).collect::<Vec<_>>());
+    assert_eq!(report.recoveries.len(), 1);
+    assert_nothing_left("after a kill behind a finished tee");
+}
+
+/// A state that cannot be checkpointed (larger than `max_state_bytes`)
+/// fails the run once the replay log is full, saying why: never a hang.
+#[test]
+fn a_checkpoint_that_cannot_succeed_fails_the_run() {
+    let _serial = serial();
+    let result = Pipeline::from_iter(0..1_000_000u64)
+        .stateful("big", Vec::<u64>::new(), |s: &mut Vec<u64>, x: u64| {
+            s.push(x);
+            Some(x)
+        })
+        .mode(ExecutionMode::Distributed)
+        .max_state_bytes(4096)
+        .max_restarts(2)
+        .replay_log_items(2_000)
+        .sink(|_| {})
+        .run();
+    match result {
+        Err(Error::Distributed { reason }) => {
+            assert!(reason.contains("checkpoint failed"), "{reason}");
+            assert!(reason.contains("2000"), "{reason}");
+            assert!(reason.contains("big"), "{reason}");
+        }
+        other => panic!("expected a checkpoint failure, got {other:?}"),
+    }
+    assert_nothing_left("after a failed checkpoint");
+}
+
+/// SIGABRT (what `panic = "abort"` or a double panic raises) is a bug like
+/// a panic: not restarted.
+#[test]
+fn an_abort_is_not_restarted() {
+    let _serial = serial();
+    let result = Pipeline::from_iter(0..100_000u64)
+        .map("abort", |x: u64| {
+            if x == 5_000 {
+                std::process::abort();
+            }
+            x
+        })
+        .mode(ExecutionMode::Distributed)
+        .max_restarts(5)
+        .sink(|_| {})
+        .run();
+    match result {
+        Err(Error::WorkerCrashed { stage, exit, .. }) => {
+            assert_eq!(stage, "abort");
+            assert!(exit.contains("SIGABRT"), "{exit}");
+            assert!(!exit.contains("max_restarts"), "{exit}");
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    assert_nothing_left("after an abort");
 }

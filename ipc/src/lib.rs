@@ -91,6 +91,8 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod control;
+#[cfg(not(ringweave_loom))]
+pub mod exit_watch;
 pub mod fence;
 #[cfg(not(ringweave_loom))]
 pub mod futex;

@@ -24,7 +24,7 @@ mod switch;
 use recovery::Recovery;
 use switch::parked_stages;
 
-use crate::config::{ExecutionMode, Mode};
+use crate::config::{ExecutionMode, Mode, DEFAULT_REPLAY_LOG_BYTES, MAX_REPLAY_LOG_ITEMS};
 use crate::distributed::{switch_timeout, Distributed, Run};
 use crate::edge::Moved;
 use crate::edge::{install_stamp_rings, EdgeSpec};
@@ -52,8 +52,8 @@ pub(crate) enum Exit {
     Finished,
     /// Paused at the barrier; the stage travels back to the coordinator.
     Paused(Box<dyn ErasedStage>),
-    /// The source finished while distributed with crash recovery on: kept
-    /// (its output closed) in case a crash makes it send its log again.
+    /// The source (or a tee) finished while distributed with crash recovery
+    /// on: kept (its output closed) in case a crash makes it run again.
     Kept(Box<dyn ErasedStage>),
     Aborted,
     Panicked(String),
@@ -62,8 +62,13 @@ pub(crate) enum Exit {
 
 /// Messages to the coordinator.
 pub(crate) enum Message {
-    Exited { node: NodeId, exit: Exit },
+    Exited {
+        node: NodeId,
+        exit: Exit,
+    },
     Command(Command),
+    /// A worker process ended (`Distributed::watch`): look at the workers.
+    WorkerEnded,
 }
 
 /// Requests from a `PipelineHandle`.
@@ -178,9 +183,19 @@ impl Coordinator {
             wakers.push(waker);
         }
         install_stamp_rings(&mut nodes, &topology);
-        let recovery = (options.max_restarts > 0).then(|| Recovery::new(options.replay_log_items));
+        let source = topology.source().0;
+        let recovery = (options.max_restarts > 0).then(|| {
+            let bound = options.replay_log_items.unwrap_or_else(|| {
+                (DEFAULT_REPLAY_LOG_BYTES / nodes[source].item_size().max(1))
+                    .clamp(1024, MAX_REPLAY_LOG_ITEMS)
+            });
+            Recovery::new(bound)
+        });
         if let Some(recovery) = &recovery {
-            nodes[topology.source().0].keep_log(recovery.log());
+            nodes[source].keep_log(recovery.log());
+            for node in &mut nodes {
+                node.keep_for_replay();
+            }
         }
         let input_waker = nodes[topology.source().0].input_waker();
         // The control blocks live in shared memory, where worker processes
@@ -295,7 +310,11 @@ impl Coordinator {
                 };
                 let exit = match catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
                     Ok(StageExit::Paused) => Exit::Paused(stage),
-                    Ok(StageExit::Finished) if stage.kept_for_replay() => Exit::Kept(stage),
+                    Ok(StageExit::Finished) if stage.kept_for_replay() => {
+                        // Closes its output: the next stage sees the end.
+                        stage.detach_shm();
+                        Exit::Kept(stage)
+                    }
                     Ok(StageExit::Finished) => end(stage, Exit::Finished),
                     Ok(StageExit::Aborted) => end(stage, Exit::Aborted),
                     Ok(StageExit::Failed(error)) => end(stage, Exit::Failed(error)),
@@ -451,7 +470,19 @@ impl Coordinator {
         match message {
             Message::Exited { node, exit } => self.on_exit(node, exit),
             Message::Command(command) => self.on_command(command),
+            // The loop looks at the workers after every message.
+            Message::WorkerEnded => {}
         }
+    }
+
+    /// Makes `dist` the run's distributed half, its worker ends waking
+    /// this coordinator.
+    fn install(&mut self, mut dist: Distributed) {
+        let sender = self.sender.clone();
+        dist.watch(move || {
+            let _ = sender.send(Message::WorkerEnded);
+        });
+        self.distributed = Some(dist);
     }
 
     fn on_command(&mut self, command: Command) {
@@ -485,7 +516,7 @@ impl Coordinator {
         match exit {
             Exit::Finished | Exit::Aborted => {}
             Exit::Kept(stage) => match &mut self.recovery {
-                Some(recovery) if !self.aborting => recovery.keep_source(stage),
+                Some(recovery) if !self.aborting => recovery.keep(node, stage),
                 _ => {
                     let _ = end(stage, Exit::Finished);
                 }
@@ -559,7 +590,7 @@ impl Coordinator {
                     let _ = reply.send(Err(Error::NotRunning));
                 }
                 Ok(Message::Command(Command::Abort)) => self.abort(),
-                Err(RecvTimeoutError::Timeout) => {
+                Ok(Message::WorkerEnded) | Err(RecvTimeoutError::Timeout) => {
                     self.check_workers();
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -596,24 +627,53 @@ impl Coordinator {
         self.wake_all();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
+            // A thread waiting for room in the ring of a worker that died
+            // does not accept a plain pause: look at the workers meanwhile
+            // (not in a recovery's forced pause, which killed them all).
+            let slice = if forced {
+                left
+            } else {
+                left.min(Duration::from_millis(5))
+            };
+            let crashed = match self.events.recv_timeout(slice) {
                 Ok(Message::Exited { node: n, exit }) => {
                     self.on_exit(n, exit);
                     if n == node {
                         return true;
                     }
+                    false
                 }
-                Ok(Message::Command(command)) => self.deferred.push(command),
+                Ok(Message::Command(command)) => {
+                    self.deferred.push(command);
+                    false
+                }
+                Ok(Message::WorkerEnded) => !forced && self.worker_died_while_pausing(),
                 Err(RecvTimeoutError::Disconnected) => return true,
-                Err(RecvTimeoutError::Timeout) => {
-                    if self.shared.controls.get(node.0).cancel_pause() {
-                        return false;
-                    }
-                    // It accepted just now: its hand-over is on the way.
-                    return self.await_exit(node);
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    !forced && self.worker_died_while_pausing()
                 }
+                Err(RecvTimeoutError::Timeout) => true,
+            };
+            if crashed {
+                if self.shared.controls.get(node.0).cancel_pause() {
+                    return false;
+                }
+                // It accepted just now: its hand-over is on the way.
+                return self.await_exit(node);
             }
         }
+    }
+
+    /// During a barrier: whether a worker failed (recorded, for the caller
+    /// to give up on the pause).
+    fn worker_died_while_pausing(&mut self) -> bool {
+        if let Some(dist) = &mut self.distributed {
+            let run = run_of(&self.shared, &self.options, &self.edges);
+            if let Some(failure) = dist.check(run) {
+                self.worker_failed(failure, true);
+            }
+        }
+        self.failure.is_some() || self.recovery_pending()
     }
 
     /// Waits (without a deadline) for the exit message of `node`.
@@ -627,6 +687,7 @@ impl Coordinator {
                     }
                 }
                 Ok(Message::Command(command)) => self.deferred.push(command),
+                Ok(Message::WorkerEnded) => {}
                 Err(_) => return true,
             }
         }
@@ -844,6 +905,8 @@ impl Coordinator {
                 .as_ref()
                 .map_or_else(Vec::new, |r| r.events().to_vec()),
             replay_log_peak: self.recovery.as_ref().map_or(0, Recovery::peak_log),
+            replay_log_bound: self.recovery.as_ref().map_or(0, Recovery::bound),
+            checkpoints: self.recovery.as_ref().map_or(0, Recovery::checkpoints),
         }
     }
 

@@ -54,10 +54,13 @@ pub(super) struct Recovery {
     /// A restartable failure seen inside a switch or a checkpoint, handled
     /// once that has unwound.
     pending: Option<Error>,
-    /// The source, finished while distributed, kept for a replay.
-    finished_source: Option<Box<dyn ErasedStage>>,
+    /// Local stages (the source, tees) that finished while distributed,
+    /// kept for a replay.
+    finished: Vec<(NodeId, Box<dyn ErasedStage>)>,
     /// When the last checkpoint was taken (or tried).
     last: Instant,
+    /// Checkpoints taken.
+    taken: u64,
 }
 
 /// What the run goes back to after a crash. The stages' states are not
@@ -83,8 +86,9 @@ impl Recovery {
             restarts: 0,
             events: Vec::new(),
             pending: None,
-            finished_source: None,
+            finished: Vec::new(),
             last: Instant::now(),
+            taken: 0,
         }
     }
 
@@ -98,9 +102,19 @@ impl Recovery {
         &self.events
     }
 
-    /// Keeps the finished source for a replay.
-    pub(super) fn keep_source(&mut self, stage: Box<dyn ErasedStage>) {
-        self.finished_source = Some(stage);
+    /// Keeps a finished local stage for a replay.
+    pub(super) fn keep(&mut self, node: NodeId, stage: Box<dyn ErasedStage>) {
+        self.finished.push((node, stage));
+    }
+
+    /// The replay log's bound.
+    pub(super) fn bound(&self) -> usize {
+        self.log.bound
+    }
+
+    /// Checkpoints taken.
+    pub(super) fn checkpoints(&self) -> u64 {
+        self.taken
     }
 
     /// The most items the replay log has held.
@@ -124,6 +138,7 @@ impl Coordinator {
             positions: stages.iter().map(|s| s.position()).collect(),
         });
         recovery.last = Instant::now();
+        recovery.taken += 1;
     }
 
     /// Whether a checkpoint is due: distributed, the source still running,
@@ -172,12 +187,33 @@ impl Coordinator {
                     residue,
                     positions: stages.iter().map(|s| s.position()).collect(),
                 });
+                recovery.taken += 1;
                 tracing::debug!(took_us = t0.elapsed().as_micros() as u64, "checkpoint");
             }
-            // The previous checkpoint stands; the stages carry on.
-            Err(cause) => tracing::warn!(%cause, "checkpoint failed"),
+            // The previous checkpoint stands; the stages carry on, unless
+            // the source waits for this one: with its log full and a state
+            // that does not archive, no checkpoint ever will.
+            Err(cause) => {
+                tracing::warn!(%cause, "checkpoint failed");
+                let (fill, bound) = (
+                    recovery.log.fill.load(Ordering::Relaxed),
+                    recovery.log.bound,
+                );
+                if fill >= bound {
+                    self.resume_distributed();
+                    return self.fail(Error::Distributed {
+                        reason: format!(
+                            "checkpoint failed with the replay log full ({bound} items): {cause}"
+                        ),
+                    });
+                }
+            }
         }
         self.resume_distributed();
+        if let Some(dist) = &mut self.distributed {
+            // A paused worker made no progress: not a stall.
+            dist.restart_clocks();
+        }
     }
 
     /// A worker failed: recover if the failure is restartable and the run
@@ -273,9 +309,15 @@ impl Coordinator {
                 return;
             }
         }
+        if self.output_complete() {
+            // The sink finished while the threads were paused: the worker
+            // died after its stream had ended. Nothing is left to do.
+            tracing::warn!(%error, "a worker died after the sink finished; ignored");
+            return;
+        }
         let recovery = self.recovery.as_mut().expect("checked above");
-        if let Some(stage) = recovery.finished_source.take() {
-            self.slots[source.0] = Slot::Parked(stage);
+        for (node, stage) in recovery.finished.drain(..) {
+            self.slots[node.0] = Slot::Parked(stage);
         }
         if let Some(index) = self
             .slots
@@ -331,7 +373,9 @@ impl Coordinator {
         if let Some((items, _)) = replay {
             stages[source.0].replay(items);
         }
-        self.distributed = Some(entered.dist);
+        let restart = recovery.restarts;
+        self.install(entered.dist);
+        self.resume_threads();
         let event = RecoveryEvent {
             stage,
             pid,
@@ -339,7 +383,7 @@ impl Coordinator {
             replayed_items,
             restored_items: entered.moved.items,
             downtime: t0.elapsed(),
-            restart: recovery.restarts,
+            restart,
             at,
         };
         tracing::warn!(stage = %event.stage, pid = event.pid, replayed = event.replayed_items,
@@ -347,9 +391,10 @@ impl Coordinator {
             restart = event.restart, "worker replaced");
         #[cfg(feature = "metrics")]
         crate::export::recovered(&event);
-        recovery.events.push(event.clone());
+        if let Some(recovery) = &mut self.recovery {
+            recovery.events.push(event.clone());
+        }
         self.shared.telemetry.lock().recoveries.push(event);
-        self.resume_threads();
     }
 }
 

@@ -95,7 +95,7 @@ impl Coordinator {
         let run = super::run_of(&self.shared, &self.options, &self.edges);
         let mut stages = parked_stages(&mut self.slots);
         let entered = Distributed::enter(run, &mut stages, None)?;
-        self.distributed = Some(entered.dist);
+        self.install(entered.dist);
         self.mode = Mode::Distributed;
         if let Some(residue) = entered.snapshot {
             self.checkpoint_entered(residue);
