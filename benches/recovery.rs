@@ -34,14 +34,26 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Items per second of the distributed chain; the replay log's peak and
-/// bound, and the checkpoints taken.
-fn chain_rate(n: u64, checkpoints: bool) -> (f64, (usize, usize, u64)) {
+/// `rounds` xorshift steps: the work of a map.
+#[inline(never)]
+fn work(x: u64, rounds: u32) -> u64 {
+    let mut h = x | 1;
+    for _ in 0..rounds {
+        h ^= h << 13;
+        h ^= h >> 7;
+        h ^= h << 17;
+    }
+    h
+}
+
+/// Items per second of the distributed chain whose maps do `rounds` of
+/// `work`; the replay log's peak and bound, and the checkpoints taken.
+fn chain_rate(n: u64, rounds: u32, checkpoints: bool) -> (f64, (usize, usize, u64)) {
     let mut sum = 0u64;
     let mut p = Pipeline::from_iter(0..n)
-        .map("a", |x: u64| x.wrapping_mul(0x9E37_79B9))
-        .map("b", |x: u64| x ^ (x >> 17))
-        .map("c", |x: u64| x.wrapping_add(7))
+        .map("a", move |x: u64| work(x, rounds))
+        .map("b", move |x: u64| work(x, rounds))
+        .map("c", move |x: u64| work(x, rounds))
         .stateful("sum", 0u64, |s: &mut u64, x: u64| {
             *s = s.wrapping_add(x);
             Some(*s)
@@ -54,6 +66,12 @@ fn chain_rate(n: u64, checkpoints: bool) -> (f64, (usize, usize, u64)) {
             .and_then(|v| v.parse().ok())
         {
             p = p.replay_log_items(items);
+        }
+        if let Some(ms) = std::env::var("RECOVERY_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            p = p.checkpoint_interval(Duration::from_millis(ms));
         }
     }
     let t = Instant::now();
@@ -187,51 +205,61 @@ fn downtimes(kills: u32, floors: u32) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 
 fn main() {
     let n = env("RECOVERY_ITEMS", 20_000_000);
-    let rounds = env("RECOVERY_ROUNDS", 8) as usize;
+    let round_count = env("RECOVERY_ROUNDS", 8) as usize;
     let kills = env("RECOVERY_KILLS", 15) as u32;
     let mut lines = Vec::new();
 
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    let mut peaks = Vec::new();
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for checkpoints in order {
-            let (rate, peak) = chain_rate(n, checkpoints);
-            if checkpoints {
-                on.push(rate);
-                peaks.push(peak);
+    // Trivial maps (the log's cost is largest against them), then maps of
+    // 24 xorshift rounds each (about 10 ns).
+    for (rounds, items, label) in [(0u32, n, "trivial maps"), (24, n / 4, "maps of ~10 ns")] {
+        let mut on = Vec::new();
+        let mut off = Vec::new();
+        let mut peaks = Vec::new();
+        for round in 0..round_count {
+            let order = if round % 2 == 0 {
+                [true, false]
             } else {
-                off.push(rate);
+                [false, true]
+            };
+            for checkpoints in order {
+                let (rate, peak) = chain_rate(items, rounds, checkpoints);
+                if checkpoints {
+                    on.push(rate);
+                    peaks.push(peak);
+                } else {
+                    off.push(rate);
+                }
             }
+            println!(
+                "{label}, round {round}: checkpoints on {:.2} M/s, off {:.2} M/s, log peak {} \
+                 of {}, {} checkpoints",
+                on[round] / 1e6,
+                off[round] / 1e6,
+                peaks[round].0,
+                peaks[round].1,
+                peaks[round].2
+            );
         }
-        println!(
-            "round {round}: checkpoints on {:.2} M/s, off {:.2} M/s, log peak {} of {}, \
-             {} checkpoints",
-            on[round] / 1e6,
-            off[round] / 1e6,
-            peaks[round].0,
-            peaks[round].1,
-            peaks[round].2
-        );
+        let ratios = sorted(on.iter().zip(&off).map(|(a, b)| a / b).collect());
+        let (bound, per_run) = (peaks[0].1, peaks[0].2);
+        lines.push(format!(
+            "Distributed source → 3 {label} → stateful → sink, {items} u64 items, {} rounds \
+             alternating: checkpoints on {:.2} M items/s, off {:.2} M items/s (medians); \
+             {per_run} checkpoints a run (every 1 s, or when the log holds half its {bound} \
+             items). On / off: {}",
+            on.len(),
+            quantile(&sorted(on.clone()), 0.5) / 1e6,
+            quantile(&sorted(off.clone()), 0.5) / 1e6,
+            summary(&ratios, 2, 0.95)
+        ));
+        let over = peaks.iter().filter(|(peak, bound, _)| peak > bound).count();
+        let worst = peaks.iter().map(|p| p.0).max().unwrap_or(0);
+        lines.push(format!(
+            "Replay log peak over those {} runs: at most {worst} items, bound {bound}; over the \
+             bound in {over} runs.",
+            peaks.len(),
+        ));
     }
-    let ratios = sorted(on.iter().zip(&off).map(|(a, b)| a / b).collect());
-    lines.push(format!(
-        "Distributed source → 3 maps → stateful → sink, {n} u64 items, {rounds} rounds \
-         alternating: checkpoints on {:.2} M items/s, off {:.2} M items/s (medians).",
-        quantile(&sorted(on), 0.5) / 1e6,
-        quantile(&sorted(off), 0.5) / 1e6
-    ));
-    let (bound, per_run) = (peaks[0].1, peaks[0].2);
-    lines.push(format!(
-        "Checkpointing on (defaults: every 1 s or when the log holds half its {bound} items; \
-         {per_run} checkpoints in a run) / off: {}",
-        summary(&ratios, 2, 0.95)
-    ));
 
     // 100 MB resident, touched: every fork copies its page tables.
     let resident: Vec<u8> = (0..100usize << 20).map(|i| i as u8).collect();
@@ -252,13 +280,6 @@ fn main() {
         quantile(&inside, 0.5),
         floor.len(),
         if ratio <= 3.0 { "met" } else { "**missed**" }
-    ));
-    let over = peaks.iter().filter(|(peak, bound, _)| peak > bound).count();
-    let worst = peaks.iter().map(|p| p.0).max().unwrap_or(0);
-    lines.push(format!(
-        "Replay log peak over {} runs: at most {worst} items, bound {bound}; over the bound \
-         in {over} runs.",
-        peaks.len(),
     ));
     drop(resident);
     for line in &lines {

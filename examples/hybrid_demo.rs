@@ -56,8 +56,8 @@
 
 use plotters::prelude::*;
 use ringweave::{
-    ExecutionMode, HybridConfig, Metrics, Mode, Pipeline, RunReport, SwitchImpact, SwitchOutcome,
-    SwitchReason,
+    ExecutionMode, HybridConfig, Metrics, Mode, Pipeline, RecoveryEvent, RunReport, SwitchImpact,
+    SwitchOutcome, SwitchReason,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -78,6 +78,9 @@ OPTIONS:
                               then four times it, then a quarter again [default: 100000]
     --stage-cost NANOS        synthetic CPU work per item in the `scramble` map stage [default: 500]
     --replicas N              replicas of `scramble` while distributed (one thread in-process) [default: 2]
+    --kill-worker-at SECS     SIGKILL one worker process this many seconds in (or as soon as one
+                              exists after that): the run replaces it from its last checkpoint
+                              (max_restarts 3) and the check still passes [default: no kill]
     --svg PATH                where to write the throughput chart [default: target/hybrid_demo.svg]
     --help                    print this and exit
 
@@ -122,6 +125,8 @@ struct Settings {
     stage_cost: Duration,
     /// Replicas of `scramble` while distributed (one thread in-process).
     replicas: usize,
+    /// When to SIGKILL a worker process, if at all.
+    kill_worker_at: Option<Duration>,
     svg: PathBuf,
 }
 
@@ -138,6 +143,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
         threshold: DEFAULT_THRESHOLD,
         stage_cost: Duration::from_nanos(DEFAULT_STAGE_COST_NANOS),
         replicas: DEFAULT_REPLICAS,
+        kill_worker_at: None,
         svg: PathBuf::from(DEFAULT_SVG_PATH),
     };
     let mut args = args.into_iter();
@@ -151,7 +157,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
         }
         if !matches!(
             flag.as_str(),
-            "--duration" | "--threshold" | "--stage-cost" | "--replicas" | "--svg"
+            "--duration"
+                | "--threshold"
+                | "--stage-cost"
+                | "--replicas"
+                | "--kill-worker-at"
+                | "--svg"
         ) {
             return Err(format!("unknown argument `{arg}`"));
         }
@@ -197,6 +208,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
                             ringweave::MAX_REPLICAS
                         )
                     })?;
+            }
+            "--kill-worker-at" => {
+                let secs: f64 = value.parse().map_err(|_| {
+                    format!("`--kill-worker-at` takes seconds (e.g. 10 or 7.5), got `{value}`")
+                })?;
+                if !(secs.is_finite() && secs >= 0.0 && secs <= 3600.0) {
+                    return Err(format!(
+                        "`--kill-worker-at` must be in 0..=3600 seconds, got {value}"
+                    ));
+                }
+                settings.kill_worker_at = Some(Duration::from_secs_f64(secs));
             }
             "--svg" => {
                 if value.is_empty() {
@@ -466,14 +488,41 @@ fn max_fill(metrics: &Metrics) -> f64 {
 }
 
 fn status_text(metrics: &Metrics, threshold: usize) -> String {
+    let recoveries = match metrics.recoveries.len() {
+        0 => String::new(),
+        n => format!("  recoveries {n}"),
+    };
     format!(
-        "{:>6.1} s  {:<11}  rate {:>9}  (threshold {})  ring fill {:>5.1}%  p99 {}",
+        "{:>6.1} s  {:<11}  rate {:>9}  (threshold {})  ring fill {:>5.1}%  p99 {}{recoveries}",
         metrics.elapsed.as_secs_f64(),
         metrics.mode.to_string(),
         rate_text(metrics.throughput),
         rate_text(threshold as f64),
         100.0 * max_fill(metrics),
         duration_text(metrics.latency.p99),
+    )
+}
+
+/// Seconds from the start of the run to a recovery.
+fn recovery_offset(event: &RecoveryEvent, run_started: SystemTime) -> f64 {
+    event
+        .at
+        .duration_since(run_started)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn recovery_notice(event: &RecoveryEvent, run_started: SystemTime) -> String {
+    format!(
+        ">> {:.2} s: worker `{}` (pid {}) died ({}); replaced from the last checkpoint in {}, \
+         {} items replayed, {} restored",
+        recovery_offset(event, run_started),
+        event.stage,
+        event.pid,
+        event.cause,
+        duration_text(event.downtime),
+        count_text(event.replayed_items),
+        count_text(event.restored_items),
     )
 }
 
@@ -561,6 +610,7 @@ fn write_chart(
     path: &Path,
     samples: &[ThroughputSample],
     switches: &[SwitchImpact],
+    recoveries: &[RecoveryEvent],
     run_started: SystemTime,
     settings: &Settings,
     config: &HybridConfig,
@@ -714,6 +764,31 @@ fn write_chart(
         )))?;
     }
 
+    // Recoveries: a dashed red line each, at the moment the death was
+    // noticed.
+    let crash = RGBColor(190, 0, 0);
+    for (i, r) in recoveries.iter().enumerate() {
+        let at = recovery_offset(r, run_started);
+        let series = chart.draw_series(DashedLineSeries::new(
+            [(at, 0.0), (at, y_max)],
+            8,
+            4,
+            crash.stroke_width(2),
+        ))?;
+        if i == 0 {
+            series
+                .label("worker killed → replaced (recovery)")
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], crash.stroke_width(2))
+                });
+        }
+        chart.draw_series(std::iter::once(Text::new(
+            format!("✖ {} replaced, {}", r.stage, duration_text(r.downtime)),
+            (at + x_max * 0.005, y_max * (0.80 - 0.05 * (i % 3) as f64)),
+            ("sans-serif", 14).into_font().color(&crash),
+        )))?;
+    }
+
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -766,6 +841,30 @@ fn print_report(
             duration_text(s.p99_before),
         );
     }
+
+    println!();
+    println!("Recoveries ({})", report.recoveries.len());
+    for (i, r) in report.recoveries.iter().enumerate() {
+        println!(
+            "  #{} at {:.2} s  worker `{}` (pid {}): {}",
+            i + 1,
+            recovery_offset(r, run_started),
+            r.stage,
+            r.pid,
+            r.cause
+        );
+        println!(
+            "      downtime {} (death noticed → new workers running); {} items replayed from \
+             the source's log, {} restored from the checkpoint",
+            duration_text(r.downtime),
+            count_text(r.replayed_items),
+            count_text(r.restored_items)
+        );
+    }
+    println!(
+        "  {} checkpoints taken while distributed",
+        count_text(report.checkpoints)
+    );
 
     let l = &report.latency;
     println!();
@@ -897,6 +996,7 @@ fn run(settings: &Settings) -> Result<bool, String> {
         .filter("sample", is_sampled)
         .stateful("checksum", 0u64, checksum_step)
         .mode(ExecutionMode::Hybrid(config.clone()))
+        .max_restarts(3)
         .batch_size(BATCH_SIZE)
         .sink(move |c: u64| {
             received += 1;
@@ -912,6 +1012,8 @@ fn run(settings: &Settings) -> Result<bool, String> {
     let mut status = StatusLine::new();
     let mut samples = Vec::new();
     let mut switches_seen = 0;
+    let mut recoveries_seen = 0;
+    let mut kill_at = settings.kill_worker_at;
     let (mut last_at, mut last_produced) = (0.0, 0u64);
     let mut next_refresh = Instant::now();
     // Acquire: pairs with the Release store in `RampSource::end`.
@@ -936,6 +1038,27 @@ fn run(settings: &Settings) -> Result<bool, String> {
             status.note(&switch_notice(impact, run_started));
         }
         switches_seen = switches_seen.max(metrics.switches.len());
+        for event in metrics.recoveries.iter().skip(recoveries_seen) {
+            status.note(&recovery_notice(event, run_started));
+        }
+        recoveries_seen = recoveries_seen.max(metrics.recoveries.len());
+        if let Some(when) = kill_at.filter(|&when| started.elapsed() >= when) {
+            // The last worker listed: the stateful `checksum` when the
+            // pipeline is distributed. In-process there is none yet: try
+            // again at the next refresh.
+            if let Some((stage, pid)) = handle.worker_pids().pop() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                status.note(&format!(
+                    ">> {:.2} s: SIGKILL to worker `{stage}` (pid {pid}) (asked for at {:.1} s)",
+                    started.elapsed().as_secs_f64(),
+                    when.as_secs_f64()
+                ));
+                kill_at = None;
+            }
+        }
         status.show(&status_text(&metrics, settings.threshold));
     }
     let report = handle.join();
@@ -954,6 +1077,7 @@ fn run(settings: &Settings) -> Result<bool, String> {
         &settings.svg,
         &samples,
         &report.metrics.switches,
+        &report.recoveries,
         run_started,
         settings,
         &config,

@@ -79,6 +79,7 @@ pub(crate) struct ReplayLog<T> {
     fill: Arc<AtomicUsize>,
     /// The largest `items.len()` seen (the bench checks the bound).
     peak: Arc<AtomicUsize>,
+    half_full: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// A run of the replay log shorter than this is copied onto the last one
@@ -86,13 +87,26 @@ pub(crate) struct ReplayLog<T> {
 const SHORT_RUN: usize = 256;
 const LONG_RUN: usize = 4096;
 
-/// How a source's output keeps its replay log: the bound and the two
-/// counters the coordinator reads.
-#[derive(Clone, Debug)]
+/// How a source's output keeps its replay log: the bound, the two
+/// counters the coordinator reads, and how to tell it the log is half full.
+#[derive(Clone)]
 pub(crate) struct LogConfig {
     pub bound: usize,
     pub fill: Arc<AtomicUsize>,
     pub peak: Arc<AtomicUsize>,
+    /// Called when the log reaches half its bound: the coordinator starts a
+    /// checkpoint now rather than at its next tick, by which time a fast
+    /// source could have filled the log and be waiting.
+    pub half_full: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("bound", &self.bound)
+            .field("fill", &self.fill)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> ShmOutbox<T> {
@@ -128,6 +142,7 @@ impl<T> ShmOutbox<T> {
             bound: config.bound,
             fill: Arc::clone(&config.fill),
             peak: Arc::clone(&config.peak),
+            half_full: Arc::clone(&config.half_full),
         });
         self.log_room = config.bound;
     }
@@ -296,6 +311,8 @@ impl<T: Item> ShmOutbox<T> {
         match &mut self.log {
             None => self.held.clear(),
             Some(log) => {
+                let half = log.bound / 2;
+                let crossed = log.len < half && log.len + self.held.len() >= half;
                 log.len += self.held.len();
                 match log.runs.last_mut() {
                     // A short run (a low rate) joins the last one: copying
@@ -311,6 +328,9 @@ impl<T: Item> ShmOutbox<T> {
                 let len = log.len;
                 log.fill.store(len, Ordering::Relaxed);
                 log.peak.fetch_max(len, Ordering::Relaxed);
+                if crossed {
+                    (log.half_full)();
+                }
                 self.log_room = log.bound.saturating_sub(len);
                 // Congested until a checkpoint empties the log.
                 self.full = self.log_room == 0;

@@ -101,7 +101,18 @@ fn a_short_run_switches_delivers_every_item_and_writes_a_chart() {
     let _ = std::fs::remove_file(&svg.0);
     // 4 s: 1.2 s at 12.5k/s, 1.6 s at 200k/s, 1.2 s at 12.5k/s. A threshold
     // half the default keeps the high phase within reach of a busy debug build.
-    let output = run_demo(&["--duration", "4", "--threshold", "50000"], Some(&svg.0));
+    // A worker is killed in the high phase (or once the run is distributed).
+    let output = run_demo(
+        &[
+            "--duration",
+            "4",
+            "--threshold",
+            "50000",
+            "--kill-worker-at",
+            "1.8",
+        ],
+        Some(&svg.0),
+    );
     let text = transcript(&output);
     assert!(output.status.success(), "the demo failed\n{text}");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -123,6 +134,13 @@ fn a_short_run_switches_delivers_every_item_and_writes_a_chart() {
         stdout.contains("Latency, source → sink"),
         "no latency\n{text}"
     );
+    // The kill is replaced and shows in the status notices and the history.
+    assert!(stdout.contains("SIGKILL to worker"), "no kill\n{text}");
+    assert!(stdout.contains("Recoveries (1)"), "no recovery\n{text}");
+    assert!(
+        stdout.contains("replaced from the last checkpoint"),
+        "no recovery notice\n{text}"
+    );
     assert!(
         stdout.contains(&format!("Chart: {}", svg.0.display())),
         "the chart's path is not printed\n{text}"
@@ -136,6 +154,10 @@ fn a_short_run_switches_delivers_every_item_and_writes_a_chart() {
         chart.contains("→ distributed"),
         "the chart does not mark the switch"
     );
+    assert!(
+        chart.contains("replaced"),
+        "the chart does not mark the recovery"
+    );
 }
 
 #[test]
@@ -147,6 +169,7 @@ fn help_and_bad_arguments() {
         "--duration",
         "--threshold",
         "--stage-cost",
+        "--kill-worker-at",
         "--svg",
         "--help",
     ] {

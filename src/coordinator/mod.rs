@@ -67,8 +67,9 @@ pub(crate) enum Message {
         exit: Exit,
     },
     Command(Command),
-    /// A worker process ended (`Distributed::watch`): look at the workers.
-    WorkerEnded,
+    /// Look around now: a worker process ended (`Distributed::watch`), or
+    /// the replay log is half full (a checkpoint is due).
+    Wake,
 }
 
 /// Requests from a `PipelineHandle`.
@@ -183,13 +184,18 @@ impl Coordinator {
             wakers.push(waker);
         }
         install_stamp_rings(&mut nodes, &topology);
+        let (sender, events) = mpsc::channel();
         let source = topology.source().0;
         let recovery = (options.max_restarts > 0).then(|| {
             let bound = options.replay_log_items.unwrap_or_else(|| {
                 (DEFAULT_REPLAY_LOG_BYTES / nodes[source].item_size().max(1))
                     .clamp(1024, MAX_REPLAY_LOG_ITEMS)
             });
-            Recovery::new(bound)
+            // `Sender` is `Sync` (Rust 1.72): the source's thread calls this.
+            let sender = sender.clone();
+            Recovery::new(bound, move || {
+                let _ = sender.send(Message::Wake);
+            })
         });
         if let Some(recovery) = &recovery {
             nodes[source].keep_log(recovery.log());
@@ -227,7 +233,6 @@ impl Coordinator {
             ExecutionMode::Hybrid(config) => Duration::from_millis(config.window_size_ms),
             _ => Duration::from_secs(1),
         };
-        let (sender, events) = mpsc::channel();
         let coordinator = Coordinator {
             shared: Arc::clone(&shared),
             options,
@@ -471,7 +476,7 @@ impl Coordinator {
             Message::Exited { node, exit } => self.on_exit(node, exit),
             Message::Command(command) => self.on_command(command),
             // The loop looks at the workers after every message.
-            Message::WorkerEnded => {}
+            Message::Wake => {}
         }
     }
 
@@ -480,7 +485,7 @@ impl Coordinator {
     fn install(&mut self, mut dist: Distributed) {
         let sender = self.sender.clone();
         dist.watch(move || {
-            let _ = sender.send(Message::WorkerEnded);
+            let _ = sender.send(Message::Wake);
         });
         self.distributed = Some(dist);
     }
@@ -590,7 +595,7 @@ impl Coordinator {
                     let _ = reply.send(Err(Error::NotRunning));
                 }
                 Ok(Message::Command(Command::Abort)) => self.abort(),
-                Ok(Message::WorkerEnded) | Err(RecvTimeoutError::Timeout) => {
+                Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => {
                     self.check_workers();
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -647,7 +652,7 @@ impl Coordinator {
                     self.deferred.push(command);
                     false
                 }
-                Ok(Message::WorkerEnded) => !forced && self.worker_died_while_pausing(),
+                Ok(Message::Wake) => !forced && self.worker_died_while_pausing(),
                 Err(RecvTimeoutError::Disconnected) => return true,
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     !forced && self.worker_died_while_pausing()
@@ -687,7 +692,7 @@ impl Coordinator {
                     }
                 }
                 Ok(Message::Command(command)) => self.deferred.push(command),
-                Ok(Message::WorkerEnded) => {}
+                Ok(Message::Wake) => {}
                 Err(_) => return true,
             }
         }

@@ -74,13 +74,15 @@ struct Checkpoint {
 }
 
 impl Recovery {
-    /// The recovery state of a run whose source logs up to `bound` items.
-    pub(super) fn new(bound: usize) -> Self {
+    /// The recovery state of a run whose source logs up to `bound` items;
+    /// `half_full` wakes the coordinator for a checkpoint.
+    pub(super) fn new(bound: usize, half_full: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
             log: LogConfig {
                 bound,
                 fill: Arc::new(AtomicUsize::new(0)),
                 peak: Arc::new(AtomicUsize::new(0)),
+                half_full: Arc::new(half_full),
             },
             checkpoint: None,
             restarts: 0,
