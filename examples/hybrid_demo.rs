@@ -213,7 +213,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, Stri
                 let secs: f64 = value.parse().map_err(|_| {
                     format!("`--kill-worker-at` takes seconds (e.g. 10 or 7.5), got `{value}`")
                 })?;
-                if !(secs.is_finite() && secs >= 0.0 && secs <= 3600.0) {
+                if !(secs.is_finite() && (0.0..=3600.0).contains(&secs)) {
                     return Err(format!(
                         "`--kill-worker-at` must be in 0..=3600 seconds, got {value}"
                     ));
