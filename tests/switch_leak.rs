@@ -192,3 +192,77 @@ fn live_heap_and_descriptors_are_flat_over_graph_switches() {
         "live heap grew {grown} bytes over {pairs} switch pairs (allowed {allowed})"
     );
 }
+
+/// The same over crash recoveries: switch out, SIGKILL a worker, wait for
+/// the recovery, switch back — the heap grows by the records the run keeps
+/// and nothing else, and no descriptor (segment, pidfd, eventfd) is left.
+#[test]
+fn live_heap_and_descriptors_are_flat_over_recoveries() {
+    let _serial = serial();
+    let fast = Arc::new(AtomicBool::new(false));
+    let (out, sink) = collector::<u64>();
+    let n = 1_000_000;
+    let handle = Pipeline::from_iter(throttled(n, &fast))
+        .map("double", |x: u64| x * 2)
+        .stateful("sum", 0u64, |s: &mut u64, x: u64| {
+            *s = s.wrapping_add(x);
+            Some(*s)
+        })
+        .mode(manual_only(10_000))
+        .max_restarts(1_000)
+        .batch_size(8)
+        .sink(sink)
+        .spawn()
+        .unwrap();
+    let mut kills = 0;
+    let mut cycle = || {
+        let event = handle.switch_to(Mode::Distributed).unwrap();
+        assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
+        let pids = handle.worker_pids();
+        sigkill(pids[kills % pids.len()].1);
+        kills += 1;
+        wait_until("the recovery", || {
+            handle.metrics().recoveries.len() == kills
+        });
+        let event = handle.switch_to(Mode::InProcess).unwrap();
+        assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
+    };
+    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    for _ in 0..10 {
+        cycle();
+    }
+    let (before, fds_before) = (LIVE.load(Ordering::Relaxed), descriptors());
+    let cycles = 50;
+    for _ in 0..cycles {
+        cycle();
+    }
+    let (after, fds_after) = (LIVE.load(Ordering::Relaxed), descriptors());
+    fast.store(true, Ordering::Relaxed);
+    let report = join_bounded(handle).unwrap();
+    assert_eq!(report.recoveries.len(), 10 + cycles);
+    let mut s = 0u64;
+    let expected: Vec<u64> = (0..n)
+        .map(|x| {
+            s = s.wrapping_add(x * 2);
+            s
+        })
+        .collect();
+    assert_eq!(take(&out), expected);
+    assert_eq!(
+        fds_after, fds_before,
+        "descriptors left over {cycles} recoveries"
+    );
+    // Kept per cycle: two switches (report and metrics) and one recovery
+    // (report and metrics, with its stage name and cause), in vectors that
+    // double: allow all of it twice over.
+    let per_switch = (std::mem::size_of::<ringweave::SwitchEvent>()
+        + std::mem::size_of::<ringweave::SwitchImpact>()) as i64;
+    let per_recovery = 2 * (std::mem::size_of::<ringweave::RecoveryEvent>() as i64 + 128);
+    let allowed = 2 * (2 * per_switch + per_recovery) * cycles as i64 + 512;
+    let grown = after - before;
+    println!("recoveries: live heap grew {grown} bytes over {cycles} cycles (allowed {allowed})");
+    assert!(
+        grown <= allowed,
+        "live heap grew {grown} bytes over {cycles} recoveries (allowed {allowed})"
+    );
+}
