@@ -106,6 +106,44 @@ fn huge_shm_ring_bytes_is_rejected() {
     });
 }
 
+/// A replay log of 0, 1 or more than `MAX_REPLAY_LOG_ITEMS` items, and a
+/// checkpoint interval under a millisecond, are refused naming the field.
+#[test]
+fn absurd_recovery_settings_are_rejected() {
+    let max = ringweave::MAX_REPLAY_LOG_ITEMS;
+    for items in [0usize, 1, max + 1, usize::MAX] {
+        assert_rejected("replay_log_items", items, max, |p| {
+            p.max_restarts(3).replay_log_items(items)
+        });
+    }
+    for mode in modes() {
+        let result = summing()
+            .mode(mode)
+            .max_restarts(3)
+            .checkpoint_interval(std::time::Duration::ZERO)
+            .run();
+        match result {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "checkpoint_interval", "{reason}");
+                assert!(
+                    reason.contains("1 ms") && reason.contains("0ns"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+/// `max_restarts(u32::MAX)` is a valid, if generous, limit: the run works.
+#[test]
+fn the_largest_max_restarts_runs() {
+    for mode in modes() {
+        let report = summing().mode(mode).max_restarts(u32::MAX).run().unwrap();
+        assert!(report.recoveries.is_empty());
+    }
+}
+
 /// The largest state area accepted: a run starts distributed, its stateful
 /// stage runs in a worker, and a switch back carries the state out of the
 /// worker's area (the last stage's area ends `3 × (1 GiB + 4 KiB)` into the

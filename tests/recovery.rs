@@ -561,3 +561,37 @@ fn an_abort_is_not_restarted() {
     }
     assert_nothing_left("after an abort");
 }
+
+/// A worker that stops making progress (SIGSTOP here) is killed by the
+/// stall watchdog and replaced like a crashed one.
+#[test]
+fn a_stalled_worker_is_replaced() {
+    let _serial = serial();
+    let n = 3_000;
+    let fast = Arc::new(AtomicBool::new(false));
+    let (out, sink) = collector();
+    let handle = three_stages(n, &fast, sink)
+        .mode(ExecutionMode::Distributed)
+        .max_restarts(2)
+        .stall_timeout(Duration::from_millis(100))
+        .spawn()
+        .unwrap();
+    let last = handle.stage_counts().len() - 1;
+    wait_for_output(&handle, last, 100);
+    let pid = pid_of(&handle, "b").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    wait_until("the watchdog's recovery", || {
+        !handle.metrics().recoveries.is_empty()
+    });
+    fast.store(true, Ordering::Relaxed);
+    let report = join_bounded(handle).unwrap();
+    assert_eq!(take(&out), three_stages_expected(n));
+    let event = &report.recoveries[0];
+    assert_eq!((event.stage.as_str(), event.pid), ("b", pid));
+    assert!(event.cause.contains("made no progress"), "{}", event.cause);
+    assert_nothing_left("after a stalled worker");
+}
