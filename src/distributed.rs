@@ -572,30 +572,33 @@ impl Distributed {
         // failed: report the neighbour, not the one that reacted to it.
         let mut culprit = None;
         let mut reacted = None;
+        // A failure that is not restartable (a panic, an unknown end) wins
+        // over a crash seen in the same look: it must fail the run.
+        let restartable_at =
+            |index: usize, exit: Option<WorkerExit>| restartable(run.controls().slot(index), exit);
         for (index, worker) in self.workers.iter_mut().enumerate() {
             let Some(worker) = worker else { continue };
             let pid = worker.pid().as_raw();
-            match worker.try_status() {
-                Ok(None) => {}
-                Ok(Some(exit)) if ended_well(run.controls().slot(index), exit) => {}
+            let exit = match worker.try_status() {
+                Ok(None) => continue,
+                Ok(Some(exit)) if ended_well(run.controls().slot(index), exit) => continue,
                 Ok(Some(exit @ WorkerExit::Exited(EXIT_ABORTED))) => {
                     reacted.get_or_insert((index, pid, Some(exit)));
+                    continue;
                 }
-                // A failure that is not restartable (a panic) wins over a
-                // crash seen in the same look: it must fail the run.
-                Ok(Some(exit))
-                    if culprit.is_none()
-                        || (!restartable_exit(Some(exit))
-                            && culprit.is_some_and(|(_, _, e)| restartable_exit(e))) =>
-                {
-                    culprit = Some((index, pid, Some(exit)));
-                }
-                Ok(Some(_)) => {}
+                Ok(Some(exit)) => Some(exit),
                 Err(e) => {
-                    culprit.get_or_insert((index, pid, None));
                     tracing::warn!(stage = %run.name(NodeId(index)), error = %e,
                         "could not learn how a worker ended");
+                    None
                 }
+            };
+            let wins = match culprit {
+                None => true,
+                Some((i, _, e)) => restartable_at(i, e) && !restartable_at(index, exit),
+            };
+            if wins {
+                culprit = Some((index, pid, exit));
             }
         }
         let (index, pid, ended) = match (culprit, reacted) {
@@ -638,10 +641,10 @@ impl Distributed {
                     pid: pid as i32,
                     exit: message,
                 },
-                restartable: true,
+                restartable: restartable(slot, ended),
             });
         }
-        let restartable = restartable_exit(ended);
+        let restartable = restartable(slot, ended);
         let error = if ended == Some(WorkerExit::Exited(Worker::PANIC_EXIT_CODE)) {
             // Only `worker_main` exits with this code after a panic it
             // caught, leaving the message in the error area.
@@ -711,8 +714,7 @@ impl Distributed {
         None
     }
 
-    /// Restarts the watchdog's clocks (after a checkpoint paused the
-    /// workers).
+    /// Restarts the watchdog's clocks (after a pause of the workers).
     pub(crate) fn restart_clocks(&mut self) {
         let now = Instant::now();
         for seen in &mut self.progress {
@@ -929,9 +931,16 @@ fn clear_pids(controls: &ControlTable) {
 
 /// Whether a worker that ended this way may be replaced: killed by a
 /// signal other than SIGABRT (which a panic with `panic = "abort"`, or a
-/// double panic, raises: deterministic, as a panic is).
-fn restartable_exit(ended: Option<WorkerExit>) -> bool {
-    matches!(ended, Some(WorkerExit::Signaled(signal)) if signal != nix::sys::signal::Signal::SIGABRT)
+/// double panic, raises: deterministic, as a panic is), or failed because
+/// one of its replica processes died (`failed_replica`).
+fn restartable(slot: &StageSlot, ended: Option<WorkerExit>) -> bool {
+    match ended {
+        Some(WorkerExit::Signaled(signal)) => signal != nix::sys::signal::Signal::SIGABRT,
+        // Relaxed: written by the worker before it exited, which reaping
+        // it orders before this.
+        Some(WorkerExit::Exited(EXIT_FAILED)) => slot.failed_replica.load(Ordering::Relaxed) != 0,
+        _ => false,
+    }
 }
 
 /// Whether a worker that ended finished its stage: it exited 0, or its

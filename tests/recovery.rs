@@ -595,3 +595,41 @@ fn a_stalled_worker_is_replaced() {
     assert!(event.cause.contains("made no progress"), "{}", event.cause);
     assert_nothing_left("after a stalled worker");
 }
+
+/// A panic in one worker beside a kill of another, at about the same
+/// moment, in either order: the panic fails the run (a recovery before it
+/// replays into the same panic), never an `Ok` with items missing.
+#[test]
+fn a_panic_beside_a_kill_still_fails_the_run() {
+    let _serial = serial();
+    for attempt in 0..4u64 {
+        let fast = Arc::new(AtomicBool::new(false));
+        let cursed = 1_000 + 50 * attempt;
+        let handle = Pipeline::from_iter(throttled(u64::MAX, &fast))
+            .map("a", |x: u64| x + 1)
+            .map("boom", move |x: u64| {
+                assert!(x != cursed, "item {cursed} is cursed");
+                x
+            })
+            .mode(ExecutionMode::Distributed)
+            .max_restarts(10)
+            .batch_size(4)
+            .sink(|_| {})
+            .spawn()
+            .unwrap();
+        let last = handle.stage_counts().len() - 1;
+        wait_for_output(&handle, last, cursed - 5 - attempt);
+        fast.store(true, Ordering::Relaxed);
+        if let Some(pid) = pid_of(&handle, "a") {
+            kill_quietly(pid);
+        }
+        match join_bounded(handle) {
+            Err(Error::StagePanicked { stage, message }) => {
+                assert_eq!(stage, "boom", "attempt {attempt}");
+                assert!(message.contains("cursed"), "{message}");
+            }
+            other => panic!("attempt {attempt}: expected StagePanicked, got {other:?}"),
+        }
+        assert_nothing_left(&format!("after attempt {attempt}"));
+    }
+}

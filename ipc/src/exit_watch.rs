@@ -67,17 +67,21 @@ impl ExitWatch {
 impl Drop for ExitWatch {
     fn drop(&mut self) {
         let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live `u64` to our eventfd. A failure
-        // (the counter would overflow) cannot happen for a single write.
-        unsafe {
+        // SAFETY: writes 8 bytes from a live `u64` to our eventfd.
+        let written = unsafe {
             libc::write(
                 self.stop.as_raw_fd(),
                 (&one as *const u64).cast(),
                 std::mem::size_of::<u64>(),
             )
         };
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // Only an overflowing counter fails a write, which one write cannot
+        // cause; were it to fail, joining would wait forever, so the thread
+        // is left to end with the process instead.
+        if written == std::mem::size_of::<u64>() as isize {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -39,6 +39,7 @@ use crate::event::RecoveryEvent;
 use crate::shm::LogConfig;
 use crate::stage::ErasedStage;
 use crate::topology::{NodeId, Placement};
+use ringweave_ipc::control::WorkerStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -212,10 +213,6 @@ impl Coordinator {
             }
         }
         self.resume_distributed();
-        if let Some(dist) = &mut self.distributed {
-            // A paused worker made no progress: not a stall.
-            dist.restart_clocks();
-        }
     }
 
     /// A worker failed: recover if the failure is restartable and the run
@@ -242,11 +239,21 @@ impl Coordinator {
         }
     }
 
-    /// Whether the sink has finished: every result is delivered.
+    /// Whether the sink has finished after every worker finished its
+    /// stream: every result is delivered. (A worker that panics or fails
+    /// closes its output too, so the sink finishing alone proves nothing.)
     fn output_complete(&self) -> bool {
         let topology = self.topology();
+        let controls = &self.shared.controls;
         self.failure.is_none()
             && !self.aborting
+            // Each worker marks itself `Finished` before it closes its
+            // output; the mark outlives the process (until the next fork).
+            // SYNC POINT: worker-finished. Pairs with the Release in
+            // `worker_main`.
+            && topology
+                .workers()
+                .all(|n| controls.slot(n.0).status(Ordering::Acquire) == Some(WorkerStatus::Finished))
             && (0..self.slots.len()).any(|i| {
                 topology.output_of(NodeId(i)).is_none()
                     && topology.input_of(NodeId(i)).is_some()
@@ -291,6 +298,14 @@ impl Coordinator {
         tracing::warn!(%error, restart = recovery.restarts + 1, max_restarts = max,
             "worker died: replacing the workers from the last checkpoint");
 
+        // A panic elsewhere, seen now, is the run's failure: recovering
+        // would kill that worker and lose its verdict.
+        let run = super::run_of(&self.shared, &self.options, &self.edges);
+        if let Some(other) = self.distributed.as_mut().and_then(|d| d.check(run)) {
+            if !other.restartable {
+                return self.fail(other.error);
+            }
+        }
         // Every worker goes: the others hold state past the checkpoint.
         let controls = &self.shared.controls;
         if let Some(dist) = &mut self.distributed {

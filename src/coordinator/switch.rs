@@ -240,8 +240,10 @@ impl Coordinator {
     /// Undoes the pause of a switch back: workers that paused carry on, the
     /// local threads restart on their record rings.
     pub(super) fn resume_distributed(&mut self) {
-        if let Some(dist) = &self.distributed {
+        if let Some(dist) = &mut self.distributed {
             dist.resume_workers(super::run_of(&self.shared, &self.options, &self.edges));
+            // A paused worker made no progress: not a stall.
+            dist.restart_clocks();
         }
         self.resume_threads();
     }
