@@ -117,6 +117,38 @@ fn graph_expected(n: u64) -> Vec<u64> {
     out
 }
 
+/// The running sums of `items`.
+fn prefix_sums(items: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    items
+        .into_iter()
+        .scan(0u64, |s, x| {
+            *s = s.wrapping_add(x);
+            Some(*s)
+        })
+        .collect()
+}
+
+/// Once stage `stage` has handed out all `n` items (it has finished) and
+/// the sink has some, SIGKILLs the worker of `victim`, waits for the
+/// recovery, lets the slow stage go fast and joins.
+fn kill_once_drained(
+    handle: PipelineHandle,
+    stage: usize,
+    n: u64,
+    victim: &str,
+    slow: &AtomicBool,
+) -> ringweave::RunReport {
+    wait_until("the stage to finish", || {
+        handle.stage_counts()[stage].2 == n
+    });
+    let last = handle.stage_counts().len() - 1;
+    wait_for_output(&handle, last, 50);
+    sigkill(pid_of(&handle, victim).unwrap());
+    wait_until("the recovery", || !handle.metrics().recoveries.is_empty());
+    slow.store(false, Ordering::Relaxed);
+    join_bounded(handle).unwrap()
+}
+
 /// A tiny deterministic generator for schedules.
 struct Rng(u64);
 
@@ -354,20 +386,8 @@ fn a_kill_while_draining_replays_the_finished_source() {
         .unwrap();
     // The source is done once it has produced everything (the rings hold
     // the rest).
-    wait_until("the source to finish", || handle.stage_counts()[0].2 == n);
-    let last = handle.stage_counts().len() - 1;
-    wait_for_output(&handle, last, 100);
-    sigkill(pid_of(&handle, "sum").unwrap());
-    wait_until("the recovery", || !handle.metrics().recoveries.is_empty());
-    slow.store(false, Ordering::Relaxed);
-    let report = join_bounded(handle).unwrap();
-    let expected: Vec<u64> = (0..n)
-        .scan(0u64, |s, x| {
-            *s += x * 3;
-            Some(*s)
-        })
-        .collect();
-    assert_eq!(take(&out), expected);
+    let report = kill_once_drained(handle, 0, n, "sum", &slow);
+    assert_eq!(take(&out), prefix_sums((0..n).map(|x| x * 3)));
     assert_eq!(report.recoveries.len(), 1);
     assert!(report.recoveries[0].replayed_items + report.recoveries[0].restored_items > 0);
     assert_nothing_left("after a kill while draining");
@@ -442,14 +462,7 @@ fn a_tee_branch_and_an_input_source_see_each_item_once() {
     }
     drop(input);
     let report = join_bounded(handle).unwrap();
-    let mut s = 0u64;
-    let expected: Vec<u64> = (0..n)
-        .map(|x| {
-            s = s.wrapping_add(x + 7);
-            s
-        })
-        .collect();
-    assert_eq!(take(&main_out), expected);
+    assert_eq!(take(&main_out), prefix_sums((0..n).map(|x| x + 7)));
     let branch: Vec<u64> = (0..n).map(|x| x + 7).filter(|x| x % 2 == 1).collect();
     assert_eq!(take(&branch_out), branch);
     assert_eq!(report.recoveries.len(), 2, "{:?}", report.recoveries);
@@ -489,20 +502,8 @@ fn a_kill_after_the_tee_finished_replays_through_it() {
         .spawn()
         .unwrap();
     // The tee is stage 2; it has passed everything on once its count is n.
-    wait_until("the tee to finish", || handle.stage_counts()[2].2 == n);
-    let last = handle.stage_counts().len() - 1;
-    wait_for_output(&handle, last, 50);
-    sigkill(pid_of(&handle, "slow").unwrap());
-    wait_until("the recovery", || !handle.metrics().recoveries.is_empty());
-    slow.store(false, Ordering::Relaxed);
-    let report = join_bounded(handle).unwrap();
-    let expected: Vec<u64> = (1..=n)
-        .scan(0u64, |s, x| {
-            *s += x;
-            Some(*s)
-        })
-        .collect();
-    assert_eq!(take(&main_out), expected);
+    let report = kill_once_drained(handle, 2, n, "slow", &slow);
+    assert_eq!(take(&main_out), prefix_sums(1..=n));
     assert_eq!(take(&branch_out), (1..=n).collect::<Vec<_>>());
     assert_eq!(report.recoveries.len(), 1);
     assert_nothing_left("after a kill behind a finished tee");
