@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model-checks ringweave's concurrency protocols with loom (crate loom-tests/):
-# the SPSC ring, the waiter-flag wake-up handshake and the switch barrier, each
-# built from the engine's own source under RUSTFLAGS="--cfg ringweave_loom".
+# the SPSC ring, the waiter-flag wake-up handshake, the switch barrier and the
+# forced pause of a crash recovery, each built from the engine's own source under RUSTFLAGS="--cfg ringweave_loom".
 # Then builds the deliberately broken variants (feature loom-broken-publish)
 # and asserts that loom catches every one of them, for the expected reason.
 #
@@ -27,7 +27,7 @@ cargo test --release -p loom-tests --tests --no-run
 
 # Each model prints "loom: <model>: <executions> executions, preemption bound
 # <n>, <seconds>s"; each file's wall time follows its test summary.
-for file in ring wakeup barrier; do
+for file in ring wakeup barrier forced_pause; do
   echo "== loom: tests/$file.rs (preemption bound $LOOM_MAX_PREEMPTIONS)"
   start=$SECONDS
   cargo test --release -p loom-tests --test "$file" -- --nocapture --test-threads="$threads"
