@@ -77,7 +77,10 @@ fn plain_request_does_not_interrupt_and_cancel_clears_it() {
         control.cancel_pause(),
         "a stage waiting for room never accepts a plain request"
     );
-    assert!(!control.pause_forced(), "the withdrawn request is not forced");
+    assert!(
+        !control.pause_forced(),
+        "the withdrawn request is not forced"
+    );
     control.request_pause_forced();
     waker.wake();
     let (held, _tx) = worker.join();
