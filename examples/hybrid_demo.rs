@@ -503,6 +503,16 @@ fn status_text(metrics: &Metrics, threshold: usize) -> String {
     )
 }
 
+/// A window's p99: a window in which no item was sampled (a low rate
+/// around a switch) reports zero, which no sampled latency is.
+fn window_p99_text(p99: Duration) -> String {
+    if p99.is_zero() {
+        "n/a (no sample in the window)".into()
+    } else {
+        duration_text(p99)
+    }
+}
+
 /// Seconds from the start of the run to a recovery.
 fn recovery_offset(event: &RecoveryEvent, run_started: SystemTime) -> f64 {
     event
@@ -832,13 +842,13 @@ fn print_report(
             count_text(e.migrated_bytes)
         );
         let after = match (s.rate_after, s.p99_after) {
-            (Some(rate), Some(p99)) => format!("{}, p99 {}", rate_text(rate), duration_text(p99)),
+            (Some(rate), Some(p99)) => format!("{}, p99 {}", rate_text(rate), window_p99_text(p99)),
             _ => "(run ended within a window of the switch)".into(),
         };
         println!(
             "      before   {}, p99 {}   after   {after}",
             rate_text(s.rate_before),
-            duration_text(s.p99_before),
+            window_p99_text(s.p99_before),
         );
     }
 
