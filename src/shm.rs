@@ -195,7 +195,7 @@ impl<T> ShmOutbox<T> {
 
     /// Whether the replay log is at its bound.
     fn log_full(&self) -> bool {
-        self.log.as_ref().is_some_and(|l| l.len >= l.bound)
+        self.log_room == 0
     }
 
     /// Waits, with the log full and nothing else held, for the checkpoint
@@ -333,7 +333,7 @@ impl<T: Item> ShmOutbox<T> {
                 }
                 self.log_room = log.bound.saturating_sub(len);
                 // Congested until a checkpoint empties the log.
-                self.full = self.log_room == 0;
+                self.full = self.log_full();
             }
         }
     }

@@ -112,9 +112,9 @@ where
                 let exit = feed.run(out, tally, stamps, ctx);
                 if matches!(exit, StageExit::Finished) && self.log.is_some() {
                     // A crash before the end of the run replays this: keep
-                    // it, and close the ring (the end of the stream).
+                    // it. The coordinator keeps the stage and closes the
+                    // ring (`kept_for_replay`).
                     self.kept = Some(out.take_replay());
-                    self.output.detach();
                 }
                 exit
             }
@@ -127,12 +127,10 @@ where
     }
 
     fn checkpointed(&mut self) {
+        // A finished (kept) source is never checkpointed: a pipeline that
+        // is draining takes no checkpoint.
         if let Some(out) = self.output.shm_mut() {
             out.checkpointed();
-        }
-        if let (Some(kept), Some(log)) = (&mut self.kept, &self.log) {
-            kept.clear();
-            log.fill.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -32,7 +32,7 @@
 
 use super::{parked_stages, Coordinator, Slot};
 use crate::config::Mode;
-use crate::distributed::{Distributed, Failure};
+use crate::distributed::{Distributed, Failure, Parked};
 use crate::erased::{Erased, Residue};
 use crate::error::Error;
 use crate::event::RecoveryEvent;
@@ -120,6 +120,19 @@ impl Recovery {
         self.taken
     }
 
+    /// Makes a checkpoint of `residue` (what the rings hold, per edge) and
+    /// the parked `stages` (their states are installed already): notes the
+    /// sink's and tees' positions and empties the source's log.
+    fn record(&mut self, stages: &mut [Parked<'_>], source: NodeId, residue: Vec<Erased<Residue>>) {
+        stages[source.0].checkpointed();
+        self.checkpoint = Some(Checkpoint {
+            residue,
+            positions: stages.iter().map(|s| s.position()).collect(),
+        });
+        self.last = Instant::now();
+        self.taken += 1;
+    }
+
     /// The most items the replay log has held.
     pub(super) fn peak_log(&self) -> usize {
         self.log.peak.load(Ordering::Relaxed)
@@ -134,14 +147,7 @@ impl Coordinator {
         let Some(recovery) = &mut self.recovery else {
             return;
         };
-        let mut stages = parked_stages(&mut self.slots);
-        stages[source.0].checkpointed();
-        recovery.checkpoint = Some(Checkpoint {
-            residue,
-            positions: stages.iter().map(|s| s.position()).collect(),
-        });
-        recovery.last = Instant::now();
-        recovery.taken += 1;
+        recovery.record(&mut parked_stages(&mut self.slots), source, residue);
     }
 
     /// Whether a checkpoint is due: distributed, the source still running,
@@ -185,12 +191,7 @@ impl Coordinator {
                         stage.set_state(state);
                     }
                 }
-                stages[source.0].checkpointed();
-                recovery.checkpoint = Some(Checkpoint {
-                    residue,
-                    positions: stages.iter().map(|s| s.position()).collect(),
-                });
-                recovery.taken += 1;
+                recovery.record(&mut stages, source, residue);
                 tracing::debug!(took_us = t0.elapsed().as_micros() as u64, "checkpoint");
             }
             // The previous checkpoint stands; the stages carry on, unless
