@@ -27,11 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The number in environment variable `name`, if it holds one.
+fn env_opt(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    env_opt(name).unwrap_or(default)
 }
 
 /// `rounds` xorshift steps: the work of a map.
@@ -61,16 +63,10 @@ fn chain_rate(n: u64, rounds: u32, checkpoints: bool) -> (f64, (usize, usize, u6
         .mode(ExecutionMode::Distributed);
     if checkpoints {
         p = p.max_restarts(3);
-        if let Some(items) = std::env::var("RECOVERY_LOG_ITEMS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            p = p.replay_log_items(items);
+        if let Some(items) = env_opt("RECOVERY_LOG_ITEMS") {
+            p = p.replay_log_items(items as usize);
         }
-        if let Some(ms) = std::env::var("RECOVERY_INTERVAL_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        if let Some(ms) = env_opt("RECOVERY_INTERVAL_MS") {
             p = p.checkpoint_interval(Duration::from_millis(ms));
         }
     }

@@ -49,6 +49,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Heap a run keeps per switch: its `SwitchEvent` in the report and its
+/// `SwitchImpact` in the metrics.
+fn per_switch() -> i64 {
+    (std::mem::size_of::<ringweave::SwitchEvent>() + std::mem::size_of::<ringweave::SwitchImpact>())
+        as i64
+}
+
 /// Out and back, both completed.
 fn switch_pair(handle: &ringweave::PipelineHandle) {
     for to in [Mode::Distributed, Mode::InProcess] {
@@ -92,8 +99,7 @@ fn live_heap_is_flat_over_100_switch_pairs() {
     // report's `SwitchEvent`s and the metrics' `SwitchImpact`s, in vectors
     // that double). Allow that, twice over for the doubling, and a few
     // hundred bytes of noise from buffers that happen to be live.
-    let per_switch = (std::mem::size_of::<ringweave::SwitchEvent>()
-        + std::mem::size_of::<ringweave::SwitchImpact>()) as i64;
+    let per_switch = per_switch();
     let allowed = 2 * per_switch * 2 * pairs as i64 + 512;
     let grown = after - before;
     println!(
@@ -182,8 +188,7 @@ fn live_heap_and_descriptors_are_flat_over_graph_switches() {
         fds_after, fds_before,
         "descriptors left over {pairs} switch pairs"
     );
-    let per_switch = (std::mem::size_of::<ringweave::SwitchEvent>()
-        + std::mem::size_of::<ringweave::SwitchImpact>()) as i64;
+    let per_switch = per_switch();
     let allowed = 2 * per_switch * 2 * pairs as i64 + 512;
     let grown = after - before;
     println!("graph: live heap grew {grown} bytes over {pairs} switch pairs");
@@ -255,8 +260,7 @@ fn live_heap_and_descriptors_are_flat_over_recoveries() {
     // Kept per cycle: two switches (report and metrics) and one recovery
     // (report and metrics, with its stage name and cause), in vectors that
     // double: allow all of it twice over.
-    let per_switch = (std::mem::size_of::<ringweave::SwitchEvent>()
-        + std::mem::size_of::<ringweave::SwitchImpact>()) as i64;
+    let per_switch = per_switch();
     let per_recovery = 2 * (std::mem::size_of::<ringweave::RecoveryEvent>() as i64 + 128);
     let allowed = 2 * (2 * per_switch + per_recovery) * cycles as i64 + 512;
     let grown = after - before;

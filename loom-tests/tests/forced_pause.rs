@@ -12,17 +12,14 @@
 #![cfg(ringweave_loom)]
 
 use loom::sync::Arc;
-use loom_tests::{check_bounded, spawn};
+use loom_tests::{check_bounded, spawn, Joiner};
 use ringweave_ipc::control::StageControl;
-use ringweave_ipc::ring::{channel, WaitOutcome};
+use ringweave_ipc::ring::{channel, Consumer, Producer, RingWaker, WaitOutcome};
 use ringweave_ipc::wait::WaitStrategy;
 
 /// Runs the stage: sends item 0, then holds item 1 and waits for room until
 /// a forced pause is accepted. Returns the item it holds.
-fn stage(
-    control: Arc<StageControl>,
-    mut tx: ringweave_ipc::ring::Producer<u32>,
-) -> (u32, ringweave_ipc::ring::Producer<u32>) {
+fn stage(control: Arc<StageControl>, mut tx: Producer<u32>) -> (u32, Producer<u32>) {
     tx.push(0).expect("the ring has one free slot");
     let held = 1;
     loop {
@@ -40,10 +37,16 @@ fn stage(
     }
 }
 
-/// A forced request reaches the stage; the held item and the ring's item
-/// are both still there afterwards.
-fn forced_reaches_a_stage_waiting_for_room() {
-    let (mut tx, mut rx) = channel::<u32>(1);
+/// A ring of one slot and the stage on a thread of its own, sending into
+/// it: the consumer end (nobody reads it until the stage has paused), a
+/// waker, the stage's control word and its thread.
+fn start() -> (
+    Consumer<u32>,
+    RingWaker,
+    Arc<StageControl>,
+    Joiner<(u32, Producer<u32>)>,
+) {
+    let (mut tx, rx) = channel::<u32>(1);
     tx.set_wait_strategy(WaitStrategy::SLEEP_AT_ONCE);
     let waker = tx.waker();
     let control = Arc::new(StageControl::default());
@@ -51,6 +54,13 @@ fn forced_reaches_a_stage_waiting_for_room() {
         let control = Arc::clone(&control);
         spawn(move || stage(control, tx))
     };
+    (rx, waker, control, worker)
+}
+
+/// A forced request reaches the stage; the held item and the ring's item
+/// are both still there afterwards.
+fn forced_reaches_a_stage_waiting_for_room() {
+    let (mut rx, waker, control, worker) = start();
     control.request_pause_forced();
     waker.wake();
     let (held, _tx) = worker.join();
@@ -63,14 +73,7 @@ fn forced_reaches_a_stage_waiting_for_room() {
 /// wins: the stage never accepts it); the forced request after it is
 /// accepted.
 fn plain_request_does_not_interrupt_and_cancel_clears_it() {
-    let (mut tx, mut rx) = channel::<u32>(1);
-    tx.set_wait_strategy(WaitStrategy::SLEEP_AT_ONCE);
-    let waker = tx.waker();
-    let control = Arc::new(StageControl::default());
-    let worker = {
-        let control = Arc::clone(&control);
-        spawn(move || stage(control, tx))
-    };
+    let (mut rx, waker, control, worker) = start();
     control.request_pause();
     waker.wake();
     assert!(
