@@ -17,6 +17,15 @@ use ringweave_ipc::record_ring::{PushError, RecordProducer, RecordRing};
 use ringweave_ipc::ring::{self, RingWaker};
 use ringweave_ipc::wait::WaitStrategy;
 use std::marker::PhantomData;
+#[cfg(feature = "cluster")]
+use {
+    crate::cluster::net::{EdgeCounters, Ingress, NetSinkStage, Outgoing, TypedIngress, Wire},
+    crate::cluster::wire::RunEncoder,
+    crate::latency::Stamps,
+    crate::source::SourceStage,
+    crate::stage::Tally,
+    crate::transport::{Rx, Tx},
+};
 
 /// Items and bytes moved across an edge at a switch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,6 +143,29 @@ pub(crate) trait EdgeSpec: Send {
     /// Appends items from `copy_in` to a paused stage's output (the writing
     /// stage's `RingOutbox<T>`), after what it already holds.
     fn append(&self, outbox: ErasedMut<'_, End>, items: Erased<Residue>);
+
+    /// The sending end of this edge across hosts: a sink stage named
+    /// `name` that sends its items as runs on `out`.
+    #[cfg(feature = "cluster")]
+    fn net_sink(&self, name: String, out: NetOut) -> Box<dyn ErasedStage>;
+
+    /// The receiving end of this edge across hosts: an input source over a
+    /// ring of `capacity` items, and the thread body that fills the ring.
+    #[cfg(feature = "cluster")]
+    fn net_source(&self, capacity: usize) -> (Box<dyn ErasedStage>, Box<dyn Ingress>);
+}
+
+/// What the sending end of a network edge sends on.
+#[cfg(feature = "cluster")]
+pub(crate) struct NetOut {
+    /// This host's index, for errors.
+    pub host: usize,
+    /// The edge, for errors.
+    pub edge: String,
+    pub wire: Box<dyn Wire>,
+    /// Bytes of items a run holds at most (at least one item).
+    pub run_bytes: usize,
+    pub counters: std::sync::Arc<EdgeCounters>,
 }
 
 /// The [`EdgeSpec`] of an edge carrying `T`.
@@ -226,6 +258,42 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
         outbox
             .open::<RingOutbox<T>>()
             .append(items.open::<Vec<T>>());
+    }
+
+    #[cfg(feature = "cluster")]
+    fn net_sink(&self, name: String, out: NetOut) -> Box<dyn ErasedStage> {
+        Box::new(NetSinkStage::<T> {
+            name,
+            input: Rx::default(),
+            tally: Tally::default(),
+            skip: 0,
+            stamps: Stamps::default(),
+            out: Outgoing {
+                host: out.host,
+                edge: out.edge,
+                wire: out.wire,
+                run_items: (out.run_bytes / std::mem::size_of::<T>().max(1)).max(1),
+                counters: out.counters,
+                held: Vec::new(),
+                encoder: RunEncoder::default(),
+                runs: 0,
+                sent: 0,
+            },
+        })
+    }
+
+    #[cfg(feature = "cluster")]
+    fn net_source(&self, capacity: usize) -> (Box<dyn ErasedStage>, Box<dyn Ingress>) {
+        let (producer, consumer) = ring::channel::<T>(capacity);
+        let source = SourceStage {
+            feed: consumer,
+            output: Tx::default(),
+            tally: Tally::default(),
+            stamps: Stamps::default(),
+            log: None,
+            kept: None,
+        };
+        (Box::new(source), Box::new(TypedIngress { ring: producer }))
     }
 }
 

@@ -84,6 +84,23 @@ pub enum Error {
         /// What failed, with the OS error and sizes.
         reason: String,
     },
+    /// Cluster mode (`CompletePipeline::run_on`): a host's process went
+    /// away — exited, was killed, or the network to it parted — while this
+    /// host still had items to receive from it or to hand to it.
+    HostLost {
+        /// The host's index in the cluster.
+        host: usize,
+        /// The stages placed on it.
+        stages: Vec<String>,
+    },
+    /// Cluster mode: the run failed on host `host` (which told this one
+    /// why), or the network edge or session of this host failed.
+    Cluster {
+        /// The host where it failed.
+        host: usize,
+        /// What failed, naming the stage or edge.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -120,6 +137,12 @@ impl fmt::Display for Error {
             Error::Distributed { reason } => {
                 write!(f, "could not start distributed execution: {reason}")
             }
+            Error::HostLost { host, stages } => write!(
+                f,
+                "cluster host {host} (stages {}) was lost before its part of the run was done",
+                stages.join(", ")
+            ),
+            Error::Cluster { host, reason } => write!(f, "cluster host {host}: {reason}"),
         }
     }
 }

@@ -109,6 +109,12 @@ impl PipelineHandle {
         self.subruns.iter().for_each(PipelineHandle::stop);
     }
 
+    /// What stops this run from a thread that does not hold the handle.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn stopper(&self) -> Stopper {
+        Stopper(self.commands.clone())
+    }
+
     /// Ties `sub` (a tee branch or merge input) to this run.
     pub(crate) fn add_subrun(&mut self, sub: PipelineHandle) {
         self.subruns.push(sub);
@@ -191,6 +197,19 @@ impl PipelineHandle {
             }
         }
         pids
+    }
+}
+
+/// Stops a run (its own stages only) without waiting: see
+/// [`PipelineHandle::stopper`].
+#[cfg(feature = "cluster")]
+pub(crate) struct Stopper(Sender<Message>);
+
+#[cfg(feature = "cluster")]
+impl Stopper {
+    /// Asks the run to stop; nothing happens if it has ended.
+    pub(crate) fn stop(&self) {
+        let _ = self.0.send(Message::Command(Command::Abort));
     }
 }
 

@@ -40,6 +40,8 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod child;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod coordinator;
 mod distributed;
@@ -71,6 +73,8 @@ mod stage;
 mod topology;
 mod transport;
 
+#[cfg(feature = "cluster")]
+pub use cluster::{Cluster, ClusterReport, EdgeReport, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RUN_BYTES};
 pub use config::{
     ExecutionMode, HybridConfig, Mode, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_MAX_RESTARTS, DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLAY_LOG_BYTES, DEFAULT_RING_CAPACITY,

@@ -592,6 +592,33 @@ impl CompletePipeline {
         Ok(handle)
     }
 
+    /// Runs this host's part of the pipeline in a cluster (cargo feature
+    /// `cluster`): every host runs the same program, builds the same
+    /// pipeline and calls this with its own [`Cluster`](crate::Cluster);
+    /// each runs the stages placed on it and sends items to the next host
+    /// over Zenoh. Returns when this host's part is done: its segments
+    /// finished, everything it received complete and everything it sent
+    /// acknowledged. See `docs/CLUSTER.md`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] before anything starts (a placement naming
+    /// no stage, a host index out of range, a tee or merge, which cluster
+    /// mode does not run yet); [`Error::HostLost`] when a host this one
+    /// exchanges items with goes away first; [`Error::Cluster`] when a host
+    /// fails (naming it and why) or does not join within the connect
+    /// timeout; otherwise what a run on one host fails with.
+    #[cfg(feature = "cluster")]
+    pub fn run_on(self, cluster: &crate::Cluster) -> Result<crate::ClusterReport, Error> {
+        if !self.subruns.is_empty() {
+            return Err(Error::InvalidConfig {
+                field: "cluster",
+                reason: "a pipeline with a tee or a merge cannot run across hosts yet".into(),
+            });
+        }
+        crate::cluster::run(self.plan, cluster)
+    }
+
     /// Validates this plan and every sub-run's.
     fn check(&mut self) -> Result<Topology, Error> {
         let topology = self.plan.validate()?;

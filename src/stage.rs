@@ -325,7 +325,7 @@ fn replica_failed(failure: ReplicaFailure, stage: &str, slot: &StageSlot) -> Sta
 /// `skip`: items to drop before delivering again, after a crash recovery
 /// (they were delivered before the crash).
 pub(crate) fn run_sink<T>(
-    f: &mut impl FnMut(T),
+    f: &mut impl Deliver<T>,
     input: &mut impl Inbox<T>,
     tally: &mut Tally,
     skip: &mut u64,
@@ -339,22 +339,24 @@ pub(crate) fn run_sink<T>(
         let available = input.await_items(control)?;
         let base = tally.items_in;
         stamps.refresh(base);
-        let taken = if *skip == 0 {
-            input.take(available.min(ctx.batch), |item| {
-                f(item);
+        // `taken`: items delivered; `took`: items taken from the input.
+        let (taken, took) = if *skip == 0 {
+            let took = input.take(available.min(ctx.batch), |item| {
+                f.deliver(item);
                 true
-            })?
+            })?;
+            (took, took)
         } else {
             let before = *skip;
-            let taken = input.take(available.min(ctx.batch), |item| {
+            let took = input.take(available.min(ctx.batch), |item| {
                 if *skip > 0 {
                     *skip -= 1;
                 } else {
-                    f(item);
+                    f.deliver(item);
                 }
                 true
             })?;
-            taken - (before - *skip) as usize
+            (took - (before - *skip) as usize, took)
         };
         // Stamped items of this batch were delivered by now: one clock read.
         let end = base + taken as u64;
@@ -368,7 +370,28 @@ pub(crate) fn run_sink<T>(
         tally.items_in += taken as u64;
         tally.items_out = tally.items_in;
         control.record(tally.items_in, tally.items_out);
+        f.after_batch(available.saturating_sub(took), control.interrupted())?;
     })())
+}
+
+/// Where a sink's items go: the user's closure, or a network edge's runs.
+pub(crate) trait Deliver<T> {
+    /// Takes one item.
+    fn deliver(&mut self, item: T);
+    /// After each batch: `rest` items are known readable still (0 when the
+    /// input is drained for now), `interrupted` says the barrier is
+    /// calling. A sink that gathers items into larger units sends them on
+    /// here, so it holds nothing while its input is idle or it pauses.
+    fn after_batch(&mut self, _rest: usize, _interrupted: bool) -> Result<(), StageExit> {
+        Ok(())
+    }
+}
+
+impl<T, F: FnMut(T)> Deliver<T> for F {
+    #[inline]
+    fn deliver(&mut self, item: T) {
+        self(item);
+    }
 }
 
 /// Counts what an operator emits on its way into the outbox.

@@ -711,7 +711,7 @@ impl RawRing {
 /// generic path through `access` cost about 2.4 ns more per 64-byte record
 /// than an unchecked read, this one about 0.5 ns (see docs/PERF.md).
 #[inline]
-fn check_archive<T: Record>(bytes: &[u8]) -> Result<&rkyv::Archived<T>, String> {
+pub fn check_archive<T: Record>(bytes: &[u8]) -> Result<&rkyv::Archived<T>, String> {
     use rkyv::bytecheck::CheckBytes;
     use rkyv::validation::{archive::ArchiveValidator, shared::SharedValidator, Validator};
     let size = std::mem::size_of::<rkyv::Archived<T>>();

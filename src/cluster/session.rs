@@ -1,0 +1,335 @@
+//! This host's Zenoh session and the key expressions of a cluster run.
+//!
+//! Keys, under `ringweave/<name>/`:
+//!
+//! | key | what travels |
+//! |---|---|
+//! | `<edge>/0` | the runs of edge `<edge>` (its `EdgeId`), then its end |
+//! | `ack/<edge>` | the receiver's acknowledgement of that end |
+//! | `ctl/<host>` | host `<host>` is done, or failed and why |
+//! | `host/<host>` | a liveliness token per host: up while its process is |
+//!
+//! The trailing `0` of a data key is the replica index, reserved for a
+//! stage split across hosts. Data and control travel on one session per
+//! host, over one TCP link per pair of hosts, so what a host sends arrives
+//! in the order it was sent, whatever the key.
+
+use super::net::{Received, Wire};
+use super::wire::{self, Tag};
+use super::{Cluster, HostStates};
+use crate::error::Error;
+use std::sync::mpsc;
+use std::time::Instant;
+use zenoh::bytes::ZBytes;
+use zenoh::qos::CongestionControl;
+use zenoh::sample::SampleKind;
+use zenoh::Wait;
+
+/// What the session tells the host's loop.
+pub(crate) enum Event {
+    HostUp(usize),
+    HostDown(usize),
+    Done(usize),
+    Abort {
+        host: usize,
+        reason: String,
+    },
+    Ack {
+        edge: usize,
+        items: u64,
+    },
+    SegmentEnded {
+        index: usize,
+        result: Box<Result<crate::RunReport, Error>>,
+    },
+    IngressEnded {
+        edge: usize,
+        result: Result<super::net::IngressEnd, String>,
+    },
+}
+
+/// An open session with this host's token and control subscriptions.
+pub(crate) struct Session {
+    session: zenoh::Session,
+    prefix: String,
+    host: usize,
+    hosts: usize,
+    /// Kept for their side effects: dropping one undeclares it.
+    _token: zenoh::liveliness::LivelinessToken,
+    _watch: Vec<zenoh::pubsub::Subscriber<()>>,
+}
+
+/// A declared subscriber of one edge's data: receiving stops when dropped.
+pub(crate) struct Subscription(#[allow(dead_code)] zenoh::pubsub::Subscriber<()>);
+
+/// The sending side of one edge.
+#[derive(Clone)]
+pub(crate) struct Publisher(std::sync::Arc<zenoh::pubsub::Publisher<'static>>);
+
+/// The index at the end of `key` (`…/host/3` → 3).
+fn index_of(key: &str) -> Option<usize> {
+    key.rsplit('/').next()?.parse().ok()
+}
+
+impl Session {
+    /// Opens this host's session: listens on its locator, dials every
+    /// host before it, no scouting; declares its liveliness token and
+    /// watches the others', the control keys and the acknowledgements.
+    pub(crate) fn open(cluster: &Cluster, events: mpsc::Sender<Event>) -> Result<Self, Error> {
+        let failed = |what: &str, e: zenoh::Error| Error::Cluster {
+            host: cluster.host,
+            reason: format!("{what}: {e}"),
+        };
+        let quote = |ls: &[String]| {
+            let quoted: Vec<String> = ls.iter().map(|l| format!("\"{l}\"")).collect();
+            format!("[{}]", quoted.join(","))
+        };
+        let mut config = zenoh::Config::default();
+        let settings = [
+            ("mode", "\"peer\"".to_owned()),
+            (
+                "listen/endpoints",
+                quote(&cluster.locators[cluster.host..=cluster.host]),
+            ),
+            (
+                "connect/endpoints",
+                quote(&cluster.locators[..cluster.host]),
+            ),
+            ("scouting/multicast/enabled", "false".to_owned()),
+            ("scouting/gossip/enabled", "false".to_owned()),
+        ];
+        for (key, value) in settings {
+            config
+                .insert_json5(key, &value)
+                .map_err(|e| failed(&format!("configuring `{key}` = {value}"), e))?;
+        }
+        let session = zenoh::open(config)
+            .wait()
+            .map_err(|e| failed("opening the Zenoh session", e))?;
+        let prefix = format!("ringweave/{}", cluster.name);
+        let token = session
+            .liveliness()
+            .declare_token(format!("{prefix}/host/{}", cluster.host))
+            .wait()
+            .map_err(|e| failed("declaring the liveliness token", e))?;
+
+        let mut watch = Vec::new();
+        let tx = events.clone();
+        watch.push(
+            session
+                .liveliness()
+                .declare_subscriber(format!("{prefix}/host/*"))
+                .history(true)
+                .callback(move |sample| {
+                    let Some(host) = index_of(sample.key_expr().as_str()) else {
+                        return;
+                    };
+                    let _ = tx.send(match sample.kind() {
+                        SampleKind::Put => Event::HostUp(host),
+                        SampleKind::Delete => Event::HostDown(host),
+                    });
+                })
+                .wait()
+                .map_err(|e| failed("watching the hosts", e))?,
+        );
+        let tx = events.clone();
+        watch.push(
+            session
+                .declare_subscriber(format!("{prefix}/ctl/*"))
+                .callback(move |sample| {
+                    let Some(host) = index_of(sample.key_expr().as_str()) else {
+                        return;
+                    };
+                    let bytes = sample.payload().to_bytes();
+                    let event = match wire::header(&bytes).map(|h| h.tag) {
+                        Ok(Tag::Done) => Event::Done(host),
+                        Ok(Tag::Abort) => Event::Abort {
+                            host,
+                            reason: String::from_utf8_lossy(&bytes[wire::HEADER..]).into_owned(),
+                        },
+                        _ => return,
+                    };
+                    let _ = tx.send(event);
+                })
+                .wait()
+                .map_err(|e| failed("watching the control keys", e))?,
+        );
+        let tx = events;
+        watch.push(
+            session
+                .declare_subscriber(format!("{prefix}/ack/*"))
+                .callback(move |sample| {
+                    let Some(edge) = index_of(sample.key_expr().as_str()) else {
+                        return;
+                    };
+                    let bytes = sample.payload().to_bytes();
+                    if let Ok(items) = wire::body_u64(&bytes) {
+                        let _ = tx.send(Event::Ack { edge, items });
+                    }
+                })
+                .wait()
+                .map_err(|e| failed("watching the acknowledgements", e))?,
+        );
+        Ok(Self {
+            session,
+            prefix,
+            host: cluster.host,
+            hosts: cluster.hosts(),
+            _token: token,
+            _watch: watch,
+        })
+    }
+
+    fn failed(&self, what: String, e: zenoh::Error) -> Error {
+        Error::Cluster {
+            host: self.host,
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    /// Receives edge `edge`'s messages into `into` (waiting while it is
+    /// full: the sender's `put` then waits too).
+    pub(crate) fn receive(
+        &self,
+        edge: usize,
+        into: mpsc::SyncSender<Received>,
+    ) -> Result<Subscription, Error> {
+        self.session
+            .declare_subscriber(format!("{}/{edge}/0", self.prefix))
+            .callback(move |sample| {
+                let _ = into.send(Received::Message(sample.payload().clone()));
+            })
+            .wait()
+            .map(Subscription)
+            .map_err(|e| self.failed(format!("subscribing to edge {edge}"), e))
+    }
+
+    /// A publisher of edge `edge`'s messages: reliable and blocking when
+    /// the receiver is behind, so the edge keeps the pipeline's
+    /// backpressure.
+    pub(crate) fn send(&self, edge: usize) -> Result<Publisher, Error> {
+        self.session
+            .declare_publisher(format!("{}/{edge}/0", self.prefix))
+            .congestion_control(CongestionControl::Block)
+            .wait()
+            .map(|p| Publisher(std::sync::Arc::new(p)))
+            .map_err(|e| self.failed(format!("publishing edge {edge}"), e))
+    }
+
+    /// Waits until every host has been seen up (or done), consuming the
+    /// events that say so.
+    pub(crate) fn await_hosts(
+        &self,
+        events: &mpsc::Receiver<Event>,
+        deadline: Instant,
+        hosts: &mut HostStates,
+    ) -> Result<(), Error> {
+        let missing = |hosts: &HostStates| {
+            (0..self.hosts).find(|h| !hosts.up.contains(h) && !hosts.done.contains(h))
+        };
+        while let Some(host) = missing(hosts) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let event = match events.recv_timeout(wait) {
+                Ok(event) => event,
+                Err(_) => {
+                    return Err(Error::Cluster {
+                        host,
+                        reason: format!(
+                            "did not join within the connect timeout (host {} waited)",
+                            self.host
+                        ),
+                    })
+                }
+            };
+            match event {
+                Event::HostUp(h) => {
+                    hosts.up.insert(h);
+                }
+                Event::Done(h) => {
+                    hosts.done.insert(h);
+                }
+                Event::HostDown(h) => {
+                    hosts.up.remove(&h);
+                }
+                Event::Abort { host, reason } => return Err(Error::Cluster { host, reason }),
+                // Nothing else happens before the run starts.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the end of edge `edge`'s stream.
+    pub(crate) fn ack(&self, edge: usize, runs: u64, items: u64) {
+        let message = wire::message(Tag::Ack, runs, &items.to_le_bytes());
+        // A failure means the session is going: the sender then sees this
+        // host leave with its acknowledgement due, and fails the run.
+        let _ = self
+            .session
+            .put(format!("{}/ack/{edge}", self.prefix), message)
+            .wait();
+    }
+
+    /// Tells every host this one is done.
+    pub(crate) fn done(&self) {
+        self.control(wire::message(Tag::Done, 0, &[]));
+    }
+
+    /// Tells every host this one failed, and why.
+    pub(crate) fn abort(&self, reason: &str) {
+        self.control(wire::message(Tag::Abort, 0, reason.as_bytes()));
+    }
+
+    fn control(&self, message: Vec<u8>) {
+        let _ = self
+            .session
+            .put(format!("{}/ctl/{}", self.prefix, self.host), message)
+            .congestion_control(CongestionControl::Block)
+            .wait();
+    }
+
+    /// Closes the session: the token goes, the others see this host leave.
+    pub(crate) fn close(self) {
+        let _ = self.session.close().wait();
+    }
+}
+
+impl Publisher {
+    /// Waits until a subscriber of this edge is known, so that no run is
+    /// sent into the void.
+    pub(crate) fn await_receiver(&self, deadline: Instant) -> Result<(), String> {
+        let listener = self
+            .0
+            .matching_listener()
+            .wait()
+            .map_err(|e| e.to_string())?;
+        if self
+            .0
+            .matching_status()
+            .wait()
+            .map_err(|e| e.to_string())?
+            .matching()
+        {
+            return Ok(());
+        }
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match listener.recv_timeout(wait) {
+                Ok(Some(status)) if status.matching() => return Ok(()),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    return Err("no receiver subscribed within the connect timeout".into())
+                }
+            }
+        }
+    }
+}
+
+impl Wire for Publisher {
+    fn send(&mut self, message: Vec<u8>) -> Result<(), String> {
+        self.0
+            .put(ZBytes::from(message))
+            .wait()
+            .map_err(|e| e.to_string())
+    }
+}
