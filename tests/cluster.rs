@@ -113,6 +113,8 @@ fn expected(case: &str) -> Vec<(u64, String)> {
 fn placement(case: &str) -> Vec<(&'static str, usize)> {
     match case {
         "two_hosts" => vec![("keep", 1), ("twice", 1), ("running", 1)],
+        // Host 2 runs nothing: it must still join, wait and end with the run.
+        "idle_host" => vec![("mix", 1), ("per_key", 1)],
         "source_and_sink_away" => vec![
             ("source", 2),
             ("mix", 2),
@@ -352,6 +354,11 @@ fn every_stage_on_another_host_than_the_last() {
 #[test]
 fn source_and_sink_may_live_on_other_hosts() {
     assert_equivalent("source_and_sink_away");
+}
+
+#[test]
+fn a_host_without_stages_ends_with_the_run() {
+    assert_equivalent("idle_host");
 }
 
 #[test]

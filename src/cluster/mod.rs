@@ -42,9 +42,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// earlier when the sending stage has nothing more for now).
 pub const DEFAULT_RUN_BYTES: usize = 64 * 1024;
 
-/// Runs a host buffers per incoming network edge before the sender waits.
-const RECEIVE_RUNS: usize = 16;
-
 /// Where this process sits in a cluster and where each stage runs.
 ///
 /// Every host builds the same pipeline and the same `Cluster` except for
@@ -354,131 +351,135 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
     let (events_tx, events) = mpsc::channel();
     let session = Session::open(cluster, events_tx.clone())?;
 
-    // Lay out this host's segments: network ends where the chain is cut.
-    let options = plan.options.clone();
-    let mut nodes: Vec<_> = plan.nodes.drain(..).map(Some).collect();
-    let mut specs: Vec<_> = plan.edges.drain(..).map(Some).collect();
-    let mut local = Vec::new();
-    let mut net_edges = Vec::new();
-    let mut ingresses = Vec::new();
-    let mut publishers = Vec::new();
-    for segment in segments(&hosts).into_iter().filter(|s| s.host == me) {
-        let mut seg_nodes = Vec::new();
-        let mut seg_edges = Vec::new();
-        if segment.first > 0 {
-            let edge = segment.first - 1;
-            let spec = specs[edge].take().expect("each edge is cut once");
-            let (source, ingress) = spec.net_source(options.ring_capacity);
-            let (tx, rx) = mpsc::sync_channel(RECEIVE_RUNS);
-            let subscriber = session.receive(edge, tx.clone())?;
-            let counters = Arc::new(EdgeCounters::default());
-            net_edges.push(NetEdge {
-                edge,
-                peer: hosts[edge],
-                sent: false,
-                counters: Arc::clone(&counters),
-            });
-            ingresses.push((edge, ingress, rx, tx, subscriber, counters));
-            seg_nodes.push(source);
-            seg_edges.push(spec);
-        }
-        for node in segment.first..=segment.last {
-            seg_nodes.push(nodes[node].take().expect("each node is in one segment"));
-            if node < segment.last {
-                seg_edges.push(specs[node].take().expect("each edge is in one segment"));
-            }
-        }
-        if segment.last + 1 < names.len() {
-            let edge = segment.last;
-            let spec = specs[edge].take().expect("each edge is cut once");
-            let publisher = session.send(edge)?;
-            let counters = Arc::new(EdgeCounters::default());
-            seg_nodes.push(spec.net_sink(
-                format!("net→{}", names[edge + 1]),
-                crate::edge::NetOut {
-                    host: me,
-                    edge: edge_name(edge),
-                    wire: Box::new(publisher.clone()),
-                    run_bytes: cluster.run_bytes,
-                    counters: Arc::clone(&counters),
-                },
-            ));
-            seg_edges.push(spec);
-            net_edges.push(NetEdge {
-                edge,
-                peer: hosts[edge + 1],
-                sent: true,
-                counters,
-            });
-            publishers.push((edge, publisher));
-        }
-        let links = (0..seg_edges.len())
-            .map(|i| Link {
-                from: NodeId(i),
-                to: NodeId(i + 1),
-            })
-            .collect();
-        local.push(Plan {
-            nodes: seg_nodes,
-            edges: seg_edges,
-            links,
-            options: options.clone(),
-            invalid: None,
-        });
-    }
-
-    // Nothing moves until every host is up and every edge this host sends
-    // on has its receiver: a run sent before that would be dropped.
-    let deadline = Instant::now() + cluster.connect_timeout;
-    let mut host_state = HostStates::default();
-    session.await_hosts(&events, deadline, &mut host_state)?;
-    for (edge, publisher) in &publishers {
-        publisher
-            .await_receiver(deadline)
-            .map_err(|reason| Error::Cluster {
-                host: hosts[edge + 1],
-                reason: format!("edge {}: {reason}", edge_name(*edge)),
-            })?;
-    }
-
     let mut run = Running {
         session: &session,
         events_tx: &events_tx,
         stoppers: Vec::new(),
         stops: Vec::new(),
+        credits: Vec::new(),
         threads: Vec::new(),
     };
-    let result = run.drive(
-        local,
-        ingresses,
-        &net_edges,
-        &events,
-        &mut host_state,
-        &|host| stages_on(host),
-        &edge_name,
-    );
-    let result = result.map(|segments| ClusterReport {
-        host: me,
-        segments,
-        edges: net_edges
-            .iter()
-            .map(|e| EdgeReport {
-                from: names[e.edge].clone(),
-                to: names[e.edge + 1].clone(),
-                peer: e.peer,
-                sent: e.sent,
-                items: e.counters.items.load(Ordering::Relaxed),
-                runs: e.counters.runs.load(Ordering::Relaxed),
-                bytes: e.counters.bytes.load(Ordering::Relaxed),
-            })
-            .collect(),
-    });
-    match &result {
-        Ok(_) => session.done(),
-        Err(error) => session.abort(&error.to_string()),
-    }
+    let mut attempt = || -> Result<ClusterReport, Error> {
+        // Lay out this host's segments: network ends where the chain is cut.
+        let options = plan.options.clone();
+        let mut nodes: Vec<_> = plan.nodes.drain(..).map(Some).collect();
+        let mut specs: Vec<_> = plan.edges.drain(..).map(Some).collect();
+        let mut local = Vec::new();
+        let mut net_edges = Vec::new();
+        let mut ingresses = Vec::new();
+        let mut publishers = Vec::new();
+        for segment in segments(&hosts).into_iter().filter(|s| s.host == me) {
+            let mut seg_nodes = Vec::new();
+            let mut seg_edges = Vec::new();
+            if segment.first > 0 {
+                let edge = segment.first - 1;
+                let spec = specs[edge].take().expect("each edge is cut once");
+                let (source, ingress) = spec.net_source(options.ring_capacity);
+                let (tx, rx) = mpsc::channel();
+                let subscriber = session.receive(edge, tx.clone())?;
+                let counters = Arc::new(EdgeCounters::default());
+                net_edges.push(NetEdge {
+                    edge,
+                    peer: hosts[edge],
+                    sent: false,
+                    counters: Arc::clone(&counters),
+                });
+                ingresses.push((edge, ingress, rx, tx, subscriber, counters));
+                seg_nodes.push(source);
+                seg_edges.push(spec);
+            }
+            for node in segment.first..=segment.last {
+                seg_nodes.push(nodes[node].take().expect("each node is in one segment"));
+                if node < segment.last {
+                    seg_edges.push(specs[node].take().expect("each edge is in one segment"));
+                }
+            }
+            if segment.last + 1 < names.len() {
+                let edge = segment.last;
+                let spec = specs[edge].take().expect("each edge is cut once");
+                let publisher = session.send(edge)?;
+                let counters = Arc::new(EdgeCounters::default());
+                seg_nodes.push(spec.net_sink(
+                    format!("net→{}", names[edge + 1]),
+                    crate::edge::NetOut {
+                        host: me,
+                        edge: edge_name(edge),
+                        wire: Box::new(publisher.clone()),
+                        run_bytes: cluster.run_bytes,
+                        counters: Arc::clone(&counters),
+                    },
+                ));
+                seg_edges.push(spec);
+                net_edges.push(NetEdge {
+                    edge,
+                    peer: hosts[edge + 1],
+                    sent: true,
+                    counters,
+                });
+                run.credits.push(Arc::clone(&publisher.credit));
+                publishers.push((edge, publisher));
+            }
+            let links = (0..seg_edges.len())
+                .map(|i| Link {
+                    from: NodeId(i),
+                    to: NodeId(i + 1),
+                })
+                .collect();
+            local.push(Plan {
+                nodes: seg_nodes,
+                edges: seg_edges,
+                links,
+                options: options.clone(),
+                invalid: None,
+            });
+        }
+
+        // Nothing moves until every host is up and every edge this host sends
+        // on has its receiver: a run sent before that would be dropped.
+        let deadline = Instant::now() + cluster.connect_timeout;
+        let mut host_state = HostStates::default();
+        session.await_hosts(&events, deadline, &mut host_state)?;
+        for (edge, publisher) in &publishers {
+            publisher
+                .await_receiver(deadline)
+                .map_err(|reason| Error::Cluster {
+                    host: hosts[edge + 1],
+                    reason: format!("edge {}: {reason}", edge_name(*edge)),
+                })?;
+        }
+
+        let segments = run.drive(
+            local,
+            ingresses,
+            &net_edges,
+            &events,
+            &mut host_state,
+            &|host| stages_on(host),
+            &edge_name,
+        )?;
+        Ok(ClusterReport {
+            host: me,
+            segments,
+            edges: net_edges
+                .iter()
+                .map(|e| EdgeReport {
+                    from: names[e.edge].clone(),
+                    to: names[e.edge + 1].clone(),
+                    peer: e.peer,
+                    sent: e.sent,
+                    items: e.counters.items.load(Ordering::Relaxed),
+                    runs: e.counters.runs.load(Ordering::Relaxed),
+                    bytes: e.counters.bytes.load(Ordering::Relaxed),
+                })
+                .collect(),
+        })
+    };
+    let result = attempt();
+    // Stop before telling the others: nothing here then waits on them.
     run.finish();
-    drop(publishers);
+    if let Err(error) = &result {
+        session.abort(&error.to_string());
+    }
     session.close();
     result
 }
@@ -495,7 +496,8 @@ struct Running<'a> {
     session: &'a Session,
     events_tx: &'a mpsc::Sender<Event>,
     stoppers: Vec<handle::Stopper>,
-    stops: Vec<mpsc::SyncSender<Received>>,
+    stops: Vec<mpsc::Sender<Received>>,
+    credits: Vec<Arc<session::Credit>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -504,7 +506,7 @@ type IngressParts = (
     usize,
     Box<dyn net::Ingress>,
     mpsc::Receiver<Received>,
-    mpsc::SyncSender<Received>,
+    mpsc::Sender<Received>,
     session::Subscription,
     Arc<EdgeCounters>,
 );
@@ -551,15 +553,29 @@ impl Running<'_> {
             self.stops.push(stop);
             subscriptions.push(subscription);
             let tx = self.events_tx.clone();
+            let mut grant = self.session.granter(edge);
             self.threads.push(spawn("rw-cluster-in", move || {
-                let result = ingress.run(rx, &counters);
+                let result = ingress.run(rx, &counters, &mut grant);
                 let _ = tx.send(Event::IngressEnded { edge, result });
             })?);
         }
 
         let mut reports: Vec<Option<RunReport>> = (0..segments_total).map(|_| None).collect();
         let mut finished = 0;
-        while finished < segments_total || !pending_in.is_empty() || !pending_ack.is_empty() {
+        // Ok only once every host has said it is done: a host whose part
+        // ended well cannot know that the rest of the run did.
+        let me = self.session.host();
+        let mut said_done = false;
+        loop {
+            let mine =
+                finished == segments_total && pending_in.is_empty() && pending_ack.is_empty();
+            if mine && !said_done {
+                self.session.done();
+                said_done = true;
+            }
+            if mine && (0..self.session.hosts()).all(|h| h == me || hosts.done.contains(&h)) {
+                break;
+            }
             let event = events.recv().expect("the host holds a sender");
             match event {
                 Event::SegmentEnded { index, result } => {
@@ -605,15 +621,24 @@ impl Running<'_> {
                     hosts.up.insert(host);
                 }
                 Event::Done(host) => {
+                    let owed = pending_in
+                        .iter()
+                        .chain(&pending_ack)
+                        .find(|(_, &p)| p == host);
+                    if let Some((&edge, _)) = owed {
+                        return Err(Error::Cluster {
+                            host,
+                            reason: format!(
+                                "said it was done while edge {} was incomplete",
+                                edge_name(edge)
+                            ),
+                        });
+                    }
                     hosts.done.insert(host);
                 }
                 Event::HostDown(host) => {
                     hosts.up.remove(&host);
-                    let needed = pending_in
-                        .values()
-                        .chain(pending_ack.values())
-                        .any(|&p| p == host);
-                    if needed && !hosts.done.contains(&host) {
+                    if !hosts.done.contains(&host) {
                         return Err(Error::HostLost {
                             host,
                             stages: stages_on(host),
@@ -632,10 +657,11 @@ impl Running<'_> {
         for stopper in &self.stoppers {
             stopper.stop();
         }
+        for credit in &self.credits {
+            credit.stop();
+        }
         for stop in &self.stops {
-            // Full: the thread is not waiting for a message, and finds its
-            // ring closed once its segment has stopped.
-            let _ = stop.try_send(Received::Stop);
+            let _ = stop.send(Received::Stop);
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();

@@ -9,6 +9,7 @@
 //! and a channel of received messages, so the stage loops stay synchronous
 //! and the per-item path is the sink's and the input source's.
 
+use super::session::WINDOW;
 use super::wire::{self, RunDecoder, RunEncoder, Tag};
 use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
@@ -229,10 +230,13 @@ pub(crate) enum IngressEnd {
 pub(crate) trait Ingress: Send {
     /// Receives until the end of the stream, a stop, or a failure (`Err`
     /// says what was wrong with what arrived).
+    /// `grant(limit)`: lets the sender have sent `limit` runs in all
+    /// (it starts with [`WINDOW`]).
     fn run(
         self: Box<Self>,
         received: Receiver<Received>,
         counters: &EdgeCounters,
+        grant: &mut dyn FnMut(u64),
     ) -> Result<IngressEnd, String>;
 }
 
@@ -246,6 +250,7 @@ impl<T: Item> Ingress for TypedIngress<T> {
         mut self: Box<Self>,
         received: Receiver<Received>,
         counters: &EdgeCounters,
+        grant: &mut dyn FnMut(u64),
     ) -> Result<IngressEnd, String> {
         let mut decoder = RunDecoder::default();
         let (mut runs, mut items) = (0u64, 0u64);
@@ -270,6 +275,12 @@ impl<T: Item> Ingress for TypedIngress<T> {
                     runs += 1;
                     if !push_all(&mut self.ring, run) {
                         return Ok(IngressEnd::Stopped);
+                    }
+                    // Half a window at a time: one credit message per
+                    // eight runs, and the sender never runs dry while
+                    // this one keeps up.
+                    if runs % (WINDOW / 2) == 0 {
+                        grant(runs + WINDOW);
                     }
                 }
                 Tag::End => {

@@ -6,22 +6,31 @@
 //! |---|---|
 //! | `<edge>/0` | the runs of edge `<edge>` (its `EdgeId`), then its end |
 //! | `ack/<edge>` | the receiver's acknowledgement of that end |
+//! | `credit/<edge>` | how many runs of that edge the sender may have sent |
 //! | `ctl/<host>` | host `<host>` is done, or failed and why |
 //! | `host/<host>` | a liveliness token per host: up while its process is |
 //!
 //! The trailing `0` of a data key is the replica index, reserved for a
-//! stage split across hosts. Data and control travel on one session per
-//! host, over one TCP link per pair of hosts, so what a host sends arrives
-//! in the order it was sent, whatever the key.
+//! stage split across hosts.
+//!
+//! Flow control is by credit, not by blocking: a receiver's callback never
+//! waits (it hands the message to an unbounded channel), and the sender
+//! sends run `s` only once the receiver has granted more than `s` runs
+//! (`WINDOW` ahead of what it has handed on). A blocked callback would
+//! stall every key on its link, and Zenoh closes a link whose blocking
+//! `put` waits more than a few seconds. Control messages (`ctl`, `ack`,
+//! `credit`) block rather than drop, at a higher priority than data.
 
 use super::net::{Received, Wire};
 use super::wire::{self, Tag};
 use super::{Cluster, HostStates};
 use crate::error::Error;
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 use zenoh::bytes::ZBytes;
-use zenoh::qos::CongestionControl;
+use zenoh::qos::{CongestionControl, Priority};
 use zenoh::sample::SampleKind;
 use zenoh::Wait;
 
@@ -62,9 +71,66 @@ pub(crate) struct Session {
 /// A declared subscriber of one edge's data: receiving stops when dropped.
 pub(crate) struct Subscription(#[allow(dead_code)] zenoh::pubsub::Subscriber<()>);
 
+/// Runs a receiver grants ahead of what it has handed on: what it may
+/// hold at once (16 runs of at most `run_bytes` each).
+pub(crate) const WINDOW: u64 = 16;
+
+/// The runs an edge's sender may have sent, as its receiver grants them.
+pub(crate) struct Credit {
+    limit: Mutex<u64>,
+    changed: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Default for Credit {
+    fn default() -> Self {
+        Self {
+            limit: Mutex::new(WINDOW),
+            changed: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Credit {
+    fn grant(&self, limit: u64) {
+        let mut current = self.limit.lock();
+        if limit > *current {
+            *current = limit;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Ends every wait for credit: the host's run is over.
+    pub(crate) fn stop(&self) {
+        // Relaxed: read under the mutex, which orders it.
+        self.stopped.store(true, Ordering::Relaxed);
+        let _guard = self.limit.lock();
+        self.changed.notify_all();
+    }
+
+    /// Waits until run `seq` may be sent; `Err` once stopped.
+    fn await_run(&self, seq: u64) -> Result<(), String> {
+        let mut limit = self.limit.lock();
+        while *limit <= seq {
+            if self.stopped.load(Ordering::Relaxed) {
+                return Err("stopped while waiting for the receiver's credit".into());
+            }
+            self.changed.wait(&mut limit);
+        }
+        Ok(())
+    }
+}
+
 /// The sending side of one edge.
 #[derive(Clone)]
-pub(crate) struct Publisher(std::sync::Arc<zenoh::pubsub::Publisher<'static>>);
+pub(crate) struct Publisher {
+    publisher: std::sync::Arc<zenoh::pubsub::Publisher<'static>>,
+    pub(crate) credit: std::sync::Arc<Credit>,
+    /// Runs sent through this handle.
+    sent: u64,
+    _credit_subscriber: std::sync::Arc<zenoh::pubsub::Subscriber<()>>,
+}
 
 /// The index at the end of `key` (`…/host/3` → 3).
 fn index_of(key: &str) -> Option<usize> {
@@ -107,12 +173,6 @@ impl Session {
             .wait()
             .map_err(|e| failed("opening the Zenoh session", e))?;
         let prefix = format!("ringweave/{}", cluster.name);
-        let token = session
-            .liveliness()
-            .declare_token(format!("{prefix}/host/{}", cluster.host))
-            .wait()
-            .map_err(|e| failed("declaring the liveliness token", e))?;
-
         let mut watch = Vec::new();
         let tx = events.clone();
         watch.push(
@@ -170,6 +230,13 @@ impl Session {
                 .wait()
                 .map_err(|e| failed("watching the acknowledgements", e))?,
         );
+        // Declared after the subscriptions: a host that sees this token
+        // can count on this one hearing its control messages.
+        let token = session
+            .liveliness()
+            .declare_token(format!("{prefix}/host/{}", cluster.host))
+            .wait()
+            .map_err(|e| failed("declaring the liveliness token", e))?;
         Ok(Self {
             session,
             prefix,
@@ -187,12 +254,12 @@ impl Session {
         }
     }
 
-    /// Receives edge `edge`'s messages into `into` (waiting while it is
-    /// full: the sender's `put` then waits too).
+    /// Receives edge `edge`'s messages into `into` (never waiting: the
+    /// sender's credit bounds what it holds).
     pub(crate) fn receive(
         &self,
         edge: usize,
-        into: mpsc::SyncSender<Received>,
+        into: mpsc::Sender<Received>,
     ) -> Result<Subscription, Error> {
         self.session
             .declare_subscriber(format!("{}/{edge}/0", self.prefix))
@@ -204,16 +271,58 @@ impl Session {
             .map_err(|e| self.failed(format!("subscribing to edge {edge}"), e))
     }
 
-    /// A publisher of edge `edge`'s messages: reliable and blocking when
-    /// the receiver is behind, so the edge keeps the pipeline's
-    /// backpressure.
+    /// A publisher of edge `edge`'s messages, with the credit its
+    /// receiver grants.
     pub(crate) fn send(&self, edge: usize) -> Result<Publisher, Error> {
-        self.session
+        let publisher = self
+            .session
             .declare_publisher(format!("{}/{edge}/0", self.prefix))
             .congestion_control(CongestionControl::Block)
             .wait()
-            .map(|p| Publisher(std::sync::Arc::new(p)))
-            .map_err(|e| self.failed(format!("publishing edge {edge}"), e))
+            .map_err(|e| self.failed(format!("publishing edge {edge}"), e))?;
+        let credit = std::sync::Arc::new(Credit::default());
+        let granted = std::sync::Arc::clone(&credit);
+        let subscriber = self
+            .session
+            .declare_subscriber(format!("{}/credit/{edge}", self.prefix))
+            .callback(move |sample| {
+                if let Ok(limit) = wire::body_u64(&sample.payload().to_bytes()) {
+                    granted.grant(limit);
+                }
+            })
+            .wait()
+            .map_err(|e| self.failed(format!("watching edge {edge}'s credit"), e))?;
+        Ok(Publisher {
+            publisher: std::sync::Arc::new(publisher),
+            credit,
+            sent: 0,
+            _credit_subscriber: std::sync::Arc::new(subscriber),
+        })
+    }
+
+    /// What the receiving end of edge `edge` calls to grant credit: the
+    /// sender may have sent `limit` runs in all.
+    pub(crate) fn granter(&self, edge: usize) -> impl FnMut(u64) + Send + 'static {
+        let session = self.session.clone();
+        let key = format!("{}/credit/{edge}", self.prefix);
+        move |limit| {
+            let message = wire::message(Tag::Ack, 0, &limit.to_le_bytes());
+            let _ = session
+                .put(&key, message)
+                .congestion_control(CongestionControl::Block)
+                .priority(Priority::InteractiveHigh)
+                .wait();
+        }
+    }
+
+    /// This host's index.
+    pub(crate) fn host(&self) -> usize {
+        self.host
+    }
+
+    /// How many hosts the cluster has.
+    pub(crate) fn hosts(&self) -> usize {
+        self.hosts
     }
 
     /// Waits until every host has been seen up (or done), consuming the
@@ -248,8 +357,13 @@ impl Session {
                 Event::Done(h) => {
                     hosts.done.insert(h);
                 }
-                Event::HostDown(h) => {
-                    hosts.up.remove(&h);
+                // Seen up once counts as joined; gone without a word
+                // before the run starts is a failure.
+                Event::HostDown(h) if !hosts.done.contains(&h) => {
+                    return Err(Error::Cluster {
+                        host: h,
+                        reason: "left before the run started".into(),
+                    })
                 }
                 Event::Abort { host, reason } => return Err(Error::Cluster { host, reason }),
                 // Nothing else happens before the run starts.
@@ -267,6 +381,8 @@ impl Session {
         let _ = self
             .session
             .put(format!("{}/ack/{edge}", self.prefix), message)
+            .congestion_control(CongestionControl::Block)
+            .priority(Priority::InteractiveHigh)
             .wait();
     }
 
@@ -285,6 +401,7 @@ impl Session {
             .session
             .put(format!("{}/ctl/{}", self.prefix, self.host), message)
             .congestion_control(CongestionControl::Block)
+            .priority(Priority::InteractiveHigh)
             .wait();
     }
 
@@ -299,12 +416,12 @@ impl Publisher {
     /// sent into the void.
     pub(crate) fn await_receiver(&self, deadline: Instant) -> Result<(), String> {
         let listener = self
-            .0
+            .publisher
             .matching_listener()
             .wait()
             .map_err(|e| e.to_string())?;
         if self
-            .0
+            .publisher
             .matching_status()
             .wait()
             .map_err(|e| e.to_string())?
@@ -327,7 +444,12 @@ impl Publisher {
 
 impl Wire for Publisher {
     fn send(&mut self, message: Vec<u8>) -> Result<(), String> {
-        self.0
+        let run = wire::header(&message).is_ok_and(|h| h.tag == Tag::Run);
+        if run {
+            self.credit.await_run(self.sent)?;
+            self.sent += 1;
+        }
+        self.publisher
             .put(ZBytes::from(message))
             .wait()
             .map_err(|e| e.to_string())
