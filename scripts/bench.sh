@@ -206,6 +206,10 @@ bench recovery recovery "Crash recovery: the cost of checkpointing, downtime aft
 extra extra.json
 note  "Its own harness (`benches/recovery.rs`), not criterion. Checkpointing cost: runs with and without `max_restarts` alternate, the ratio is per round. Downtime: a paced run (about 100 k items/s) in a process holding 100 MB, one worker SIGKILLed every 200 ms; kill → the first item the sink receives after the recovery resumed the threads. The floor is the pause of a switch out of the same pipeline in the same process: a recovery does that (barrier aside) plus noticing the death, killing and reaping the other workers and pausing the local threads."
 note  "Where the checkpointing cost goes (measured while choosing the defaults): a checkpoint pauses everything for 0.2–0.8 ms (the barrier is most of it: the source and sink threads hand their stages back and are spawned again), and the replay log writes every item the source sends to memory the caches no longer hold. With trivial maps at 70–90 M items/s the log's bound decides the balance: 32 Mi u64s measured 0.78 ×, 4 Mi 0.81–0.93 ×, 2 Mi 0.90–0.98 ×, 1 Mi 0.91–1.02 × (the default now: 8 MiB of the item type), 500 k 0.94 ×. Before the source woke the coordinator at half a log, a source at 80 M items/s filled the log within the coordinator's 5 ms tick and waited (peaks of 1.04 M of 1.05 M items; now 0.53 M). Moving whole runs into the log instead of copying items did not change the ratio measurably."
+
+bench cluster cluster "Cluster: a network edge over Zenoh against a TcpStream and shared memory"
+extra extra.json
+note  "Its own harness (`benches/cluster.rs`), not criterion. Both hosts are peer sessions of the bench process on 127.0.0.1 (so both share this VM's two cores: five busy threads for the Zenoh edge — source, network sink, receiving thread, input source, sink — against the TcpStream contender's two). Rates are timed at the receiving sink, first item to last; contenders alternate within a round and ratios are per round. The shared-memory row crosses twice (parent → worker → parent)."
 EOF
 )
 

@@ -9,8 +9,7 @@
 //! and a channel of received messages, so the stage loops stay synchronous
 //! and the per-item path is the sink's and the input source's.
 
-use super::session::WINDOW;
-use super::wire::{self, RunDecoder, RunEncoder, Tag};
+use super::wire::{self, RunDecoder, RunEncoder, Tag, WINDOW};
 use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};

@@ -22,7 +22,7 @@
 //! `credit`) block rather than drop, at a higher priority than data.
 
 use super::net::{Received, Wire};
-use super::wire::{self, Tag};
+use super::wire::{self, Tag, WINDOW};
 use super::{Cluster, HostStates};
 use crate::error::Error;
 use parking_lot::{Condvar, Mutex};
@@ -70,10 +70,6 @@ pub(crate) struct Session {
 
 /// A declared subscriber of one edge's data: receiving stops when dropped.
 pub(crate) struct Subscription(#[allow(dead_code)] zenoh::pubsub::Subscriber<()>);
-
-/// Runs a receiver grants ahead of what it has handed on: what it may
-/// hold at once (16 runs of at most `run_bytes` each).
-pub(crate) const WINDOW: u64 = 16;
 
 /// The runs an edge's sender may have sent, as its receiver grants them.
 pub(crate) struct Credit {

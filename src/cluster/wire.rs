@@ -15,6 +15,10 @@ use ringweave_ipc::Record;
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
+/// Runs a receiver grants ahead of what it has handed on: what it may
+/// hold at once (16 runs of at most `run_bytes` each).
+pub(crate) const WINDOW: u64 = 16;
+
 /// Bytes before a message's body.
 pub(crate) const HEADER: usize = 16;
 const MAGIC: [u8; 4] = *b"RWN1";
