@@ -67,12 +67,16 @@ fn name() -> String {
 fn timed_sink(n: u64) -> (impl FnMut(u64) + Send + 'static, mpsc::Receiver<f64>) {
     let (tx, rx) = mpsc::channel();
     let (mut count, mut sum, mut first) = (0u64, 0u64, None);
+    // The clock is read at the first and the last item only: a clock read
+    // per item (about 25 ns on this VM) once capped the sink itself.
     let sink = move |x: u64| {
-        let now = Instant::now();
-        first.get_or_insert(now);
+        if count == 0 {
+            first = Some(Instant::now());
+        }
         count += 1;
         sum = sum.wrapping_add(x);
         if count == n {
+            let now = Instant::now();
             assert_eq!(sum, n * (n - 1) / 2, "the sink's sum");
             let _ = tx.send((n - 1) as f64 / (now - first.unwrap()).as_secs_f64());
         }

@@ -75,7 +75,13 @@ fn pipeline(case: &str, host: usize) -> ringweave::CompletePipeline {
         "distributed" => ExecutionMode::Distributed,
         _ => ExecutionMode::InProcess,
     };
+    let stall = case == "stall";
+    let mut delivered = 0u64;
     let complete = p.mode(mode).sink(move |item| {
+        delivered += 1;
+        if stall && delivered == 10_000 {
+            std::thread::sleep(Duration::from_secs(6));
+        }
         let _ = tx.send(item);
     });
     EXPECTED_RX.with(|cell| *cell.borrow_mut() = Some(rx));
@@ -113,6 +119,9 @@ fn expected(case: &str) -> Vec<(u64, String)> {
 fn placement(case: &str) -> Vec<(&'static str, usize)> {
     match case {
         "two_hosts" => vec![("keep", 1), ("twice", 1), ("running", 1)],
+        // The sink stands still for 6 s once: longer than Zenoh's
+        // wait_before_close (5 s), which a blocking put would hit.
+        "stall" => vec![("mix", 1), ("running", 2), ("per_key", 1)],
         // Host 2 runs nothing: it must still join, wait and end with the run.
         "idle_host" => vec![("mix", 1), ("per_key", 1)],
         "source_and_sink_away" => vec![
@@ -196,7 +205,17 @@ fn host_process() {
                 }
                 eprintln!("EQUAL {}", got.len());
             }
-            assert!(!report.segments.is_empty() || report.edges.is_empty());
+            // The parent checks that both ends of every edge agree.
+            for edge in &report.edges {
+                eprintln!(
+                    "EDGE {}>{} {} items={} runs={}",
+                    edge.from,
+                    edge.to,
+                    if edge.sent { "sent" } else { "received" },
+                    edge.items,
+                    edge.runs
+                );
+            }
             std::process::exit(0);
         }
         Err(error) => {
@@ -332,6 +351,44 @@ fn assert_equivalent(case: &str) {
         .map_or(0, |(_, h)| *h);
     let want = format!("EQUAL {}", expected(case).len());
     assert!(results[sink].1.contains(&want), "{}", results[sink].1);
+    // Every edge that crosses hosts: both ends report it, with the same
+    // items and runs.
+    let mut ends: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for (_, stderr) in &results {
+        for line in stderr.lines().filter_map(|l| l.strip_prefix("EDGE ")) {
+            let mut parts = line.splitn(3, ' ');
+            let (edge, side, counts) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            ends.entry(edge.to_owned())
+                .or_default()
+                .push((side.to_owned(), counts.to_owned()));
+        }
+    }
+    let names = [
+        "source", "mix", "keep", "twice", "running", "per_key", "label", "check", "sink",
+    ];
+    let host_of = |stage: &str| {
+        placement(case)
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map_or(0, |(_, h)| *h)
+    };
+    let crossing = names
+        .windows(2)
+        .filter(|w| host_of(w[0]) != host_of(w[1]))
+        .count();
+    assert_eq!(ends.len(), crossing, "edges reported: {ends:?}");
+    for (edge, sides) in &ends {
+        assert_eq!(sides.len(), 2, "edge {edge}: {sides:?}");
+        assert_eq!(
+            sides[0].1, sides[1].1,
+            "edge {edge}: the two ends disagree: {sides:?}"
+        );
+        assert_ne!(sides[0].0, sides[1].0, "edge {edge}: {sides:?}");
+    }
 }
 
 // ---------------------------------------------------------------- the tests
@@ -354,6 +411,11 @@ fn every_stage_on_another_host_than_the_last() {
 #[test]
 fn source_and_sink_may_live_on_other_hosts() {
     assert_equivalent("source_and_sink_away");
+}
+
+#[test]
+fn a_sink_standing_still_longer_than_zenoh_waits_loses_nothing() {
+    assert_equivalent("stall");
 }
 
 #[test]

@@ -161,7 +161,9 @@ impl Cluster {
     }
 
     /// Bytes of items a network run holds at most (default
-    /// [`DEFAULT_RUN_BYTES`]; at least one item travels per run).
+    /// [`DEFAULT_RUN_BYTES`]; at least one item travels per run). Counted
+    /// as `size_of::<T>()` per item: for items that own heap data
+    /// (`String`, `Vec`) a run's message is larger by what they hold.
     pub fn run_bytes(mut self, bytes: usize) -> Self {
         self.run_bytes = bytes;
         self
