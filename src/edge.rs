@@ -19,7 +19,7 @@ use ringweave_ipc::wait::WaitStrategy;
 use std::marker::PhantomData;
 #[cfg(feature = "cluster")]
 use {
-    crate::cluster::net::{EdgeCounters, Ingress, NetSinkStage, Outgoing, TypedIngress, Wire},
+    crate::cluster::net::{EdgeCounters, NetFeed, NetIn, NetSinkStage, Outgoing, Wire},
     crate::cluster::wire::RunEncoder,
     crate::latency::Stamps,
     crate::source::SourceStage,
@@ -149,10 +149,10 @@ pub(crate) trait EdgeSpec: Send {
     #[cfg(feature = "cluster")]
     fn net_sink(&self, name: String, out: NetOut) -> Box<dyn ErasedStage>;
 
-    /// The receiving end of this edge across hosts: an input source over a
-    /// ring of `capacity` items, and the thread body that fills the ring.
+    /// The receiving end of this edge across hosts: a source that reads
+    /// the edge's messages.
     #[cfg(feature = "cluster")]
-    fn net_source(&self, capacity: usize) -> (Box<dyn ErasedStage>, Box<dyn Ingress>);
+    fn net_source(&self, input: NetIn) -> Box<dyn ErasedStage>;
 }
 
 /// What the sending end of a network edge sends on.
@@ -283,17 +283,15 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
     }
 
     #[cfg(feature = "cluster")]
-    fn net_source(&self, capacity: usize) -> (Box<dyn ErasedStage>, Box<dyn Ingress>) {
-        let (producer, consumer) = ring::channel::<T>(capacity);
-        let source = SourceStage {
-            feed: consumer,
+    fn net_source(&self, input: NetIn) -> Box<dyn ErasedStage> {
+        Box::new(SourceStage {
+            feed: NetFeed::<T>::new(input),
             output: Tx::default(),
             tally: Tally::default(),
             stamps: Stamps::default(),
             log: None,
             kept: None,
-        };
-        (Box::new(source), Box::new(TypedIngress { ring: producer }))
+        })
     }
 }
 

@@ -38,8 +38,23 @@ fn pipeline(case: &str, host: usize) -> ringweave::CompletePipeline {
     let n = items(case);
     let watched = host == 1 && matches!(case, "kill" | "panic");
     let panics = host == 2 && std::env::var("CLUSTER_PANIC").is_ok();
+    // "recover": the worker of `mix` (host 1) kills itself once, mid-stream;
+    // its host replaces it from a checkpoint and the run goes on.
+    let kill_flag = (case == "recover" && host == 1).then(|| {
+        std::env::temp_dir().join(format!(
+            "ringweave-cluster-{}",
+            std::env::var("CLUSTER_GROUP").unwrap()
+        ))
+    });
     let p = Pipeline::from_iter(0..n)
-        .map("mix", |x| x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
+        .map("mix", move |x| {
+            if let Some(flag) = kill_flag.as_ref().filter(|_| x == 50_000) {
+                if std::fs::OpenOptions::new().write(true).create_new(true).open(flag).is_ok() {
+                    kill_self();
+                }
+            }
+            x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20
+        })
         .filter("keep", |x| x % 7 != 3)
         .flat_map("twice", |x| [x, x / 3])
         .replicas(2)
@@ -71,10 +86,11 @@ fn pipeline(case: &str, host: usize) -> ringweave::CompletePipeline {
             item
         });
     let mode = match case {
-        // Replicas as processes on their host, and hybrid switches there.
-        "distributed" => ExecutionMode::Distributed,
+        // Replicas as processes on their host.
+        "distributed" | "recover" => ExecutionMode::Distributed,
         _ => ExecutionMode::InProcess,
     };
+    let p = if case == "recover" { p.max_restarts(3) } else { p };
     let stall = case == "stall";
     let mut delivered = 0u64;
     let complete = p.mode(mode).sink(move |item| {
@@ -86,6 +102,11 @@ fn pipeline(case: &str, host: usize) -> ringweave::CompletePipeline {
     });
     EXPECTED_RX.with(|cell| *cell.borrow_mut() = Some(rx));
     complete
+}
+
+/// SIGKILL to this process (a worker, in the "recover" case).
+fn kill_self() {
+    let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
 }
 
 static LABELLED: AtomicU64 = AtomicU64::new(0);
@@ -205,6 +226,8 @@ fn host_process() {
                 }
                 eprintln!("EQUAL {}", got.len());
             }
+            let recoveries: usize = report.segments.iter().map(|r| r.recoveries.len()).sum();
+            eprintln!("RECOVERIES {recoveries}");
             // The parent checks that both ends of every edge agree.
             for edge in &report.edges {
                 eprintln!(
@@ -340,7 +363,7 @@ impl Drop for Hosts {
     }
 }
 
-fn assert_equivalent(case: &str) {
+fn assert_equivalent(case: &str) -> Vec<(i32, String)> {
     let results = Hosts::start(case, &[]).wait();
     for (host, (code, stderr)) in results.iter().enumerate() {
         assert_eq!(*code, 0, "host {host} of `{case}` failed:\n{stderr}");
@@ -389,13 +412,15 @@ fn assert_equivalent(case: &str) {
         );
         assert_ne!(sides[0].0, sides[1].0, "edge {edge}: {sides:?}");
     }
+    results
 }
 
 // ---------------------------------------------------------------- the tests
 
 #[test]
 fn a_chain_across_three_hosts_equals_the_iterators() {
-    assert_equivalent("three_hosts");
+    let results = assert_equivalent("three_hosts");
+    assert!(results.iter().all(|(_, e)| e.contains("RECOVERIES 0")));
 }
 
 #[test]
@@ -416,6 +441,12 @@ fn source_and_sink_may_live_on_other_hosts() {
 #[test]
 fn a_sink_standing_still_longer_than_zenoh_waits_loses_nothing() {
     assert_equivalent("stall");
+}
+
+#[test]
+fn a_worker_killed_on_one_host_is_replaced_and_the_run_goes_on() {
+    let results = assert_equivalent("recover");
+    assert!(results[1].1.contains("RECOVERIES 1"), "{}", results[1].1);
 }
 
 #[test]

@@ -26,9 +26,11 @@ use crate::handle;
 use crate::plan::Plan;
 use crate::report::RunReport;
 use crate::topology::{Link, NodeId};
-use net::{EdgeCounters, IngressEnd, Received};
+use net::{Complete, EdgeCounters, NetIn};
+use ringweave_ipc::ring;
 use session::{Event, Session};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -357,7 +359,7 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
         session: &session,
         events_tx: &events_tx,
         stoppers: Vec::new(),
-        stops: Vec::new(),
+        subscriptions: Vec::new(),
         credits: Vec::new(),
         threads: Vec::new(),
     };
@@ -368,7 +370,6 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
         let mut specs: Vec<_> = plan.edges.drain(..).map(Some).collect();
         let mut local = Vec::new();
         let mut net_edges = Vec::new();
-        let mut ingresses = Vec::new();
         let mut publishers = Vec::new();
         for segment in segments(&hosts).into_iter().filter(|s| s.host == me) {
             let mut seg_nodes = Vec::new();
@@ -376,9 +377,12 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
             if segment.first > 0 {
                 let edge = segment.first - 1;
                 let spec = specs[edge].take().expect("each edge is cut once");
-                let (source, ingress) = spec.net_source(options.ring_capacity);
-                let (tx, rx) = mpsc::channel();
-                let subscriber = session.receive(edge, tx.clone())?;
+                // Room for a window of runs and the end: the callback
+                // never finds it full unless the sender broke its credit.
+                let (producer, messages) = ring::channel(2 * wire::WINDOW as usize);
+                let overflow = Arc::new(AtomicBool::new(false));
+                run.subscriptions
+                    .push(session.receive(edge, producer, Arc::clone(&overflow))?);
                 let counters = Arc::new(EdgeCounters::default());
                 net_edges.push(NetEdge {
                     edge,
@@ -386,8 +390,18 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
                     sent: false,
                     counters: Arc::clone(&counters),
                 });
-                ingresses.push((edge, ingress, rx, tx, subscriber, counters));
-                seg_nodes.push(source);
+                let events = events_tx.clone();
+                seg_nodes.push(spec.net_source(NetIn {
+                    edge: edge_name(edge),
+                    peer: hosts[edge],
+                    messages,
+                    overflow,
+                    grant: Box::new(session.granter(edge)),
+                    complete: Box::new(move |Complete { runs, items }| {
+                        let _ = events.send(Event::Received { edge, runs, items });
+                    }),
+                    counters,
+                }));
                 seg_edges.push(spec);
             }
             for node in segment.first..=segment.last {
@@ -452,7 +466,6 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
 
         let segments = run.drive(
             local,
-            ingresses,
             &net_edges,
             &events,
             &mut host_state,
@@ -498,20 +511,11 @@ struct Running<'a> {
     session: &'a Session,
     events_tx: &'a mpsc::Sender<Event>,
     stoppers: Vec<handle::Stopper>,
-    stops: Vec<mpsc::Sender<Received>>,
+    /// The data subscriptions: dropping one ends its edge's feed.
+    subscriptions: Vec<session::Subscription>,
     credits: Vec<Arc<session::Credit>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
-
-/// One incoming edge, before its thread starts.
-type IngressParts = (
-    usize,
-    Box<dyn net::Ingress>,
-    mpsc::Receiver<Received>,
-    mpsc::Sender<Received>,
-    session::Subscription,
-    Arc<EdgeCounters>,
-);
 
 impl Running<'_> {
     /// Starts the segments and the receiving threads and follows the run
@@ -521,7 +525,6 @@ impl Running<'_> {
     fn drive(
         &mut self,
         local: Vec<Plan>,
-        ingresses: Vec<IngressParts>,
         net_edges: &[NetEdge],
         events: &mpsc::Receiver<Event>,
         hosts: &mut HostStates,
@@ -537,7 +540,6 @@ impl Running<'_> {
                 pending_in.insert(e.edge, e.peer);
             }
         }
-        let mut subscriptions = Vec::new();
         for (index, mut plan) in local.into_iter().enumerate() {
             let topology = plan.validate()?;
             let handle = handle::spawn(plan, topology)?;
@@ -551,17 +553,6 @@ impl Running<'_> {
             })?);
         }
         let segments_total = self.stoppers.len();
-        for (edge, ingress, rx, stop, subscription, counters) in ingresses {
-            self.stops.push(stop);
-            subscriptions.push(subscription);
-            let tx = self.events_tx.clone();
-            let mut grant = self.session.granter(edge);
-            self.threads.push(spawn("rw-cluster-in", move || {
-                let result = ingress.run(rx, &counters, &mut grant);
-                let _ = tx.send(Event::IngressEnded { edge, result });
-            })?);
-        }
-
         let mut reports: Vec<Option<RunReport>> = (0..segments_total).map(|_| None).collect();
         let mut finished = 0;
         // Ok only once every host has said it is done: a host whose part
@@ -584,22 +575,9 @@ impl Running<'_> {
                     reports[index] = Some((*result)?);
                     finished += 1;
                 }
-                Event::IngressEnded { edge, result } => {
-                    let peer = pending_in.get(&edge).copied().unwrap_or(0);
-                    match result {
-                        Ok(IngressEnd::Complete { runs, items }) => {
-                            pending_in.remove(&edge);
-                            self.session.ack(edge, runs, items);
-                        }
-                        // Its segment stopped: that segment's end says why.
-                        Ok(IngressEnd::Stopped) => {}
-                        Err(reason) => {
-                            return Err(Error::Cluster {
-                                host: peer,
-                                reason: format!("edge {}: {reason}", edge_name(edge)),
-                            })
-                        }
-                    }
+                Event::Received { edge, runs, items } => {
+                    pending_in.remove(&edge);
+                    self.session.ack(edge, runs, items);
                 }
                 Event::Ack { edge, items } => {
                     let Some(peer) = pending_ack.remove(&edge) else {
@@ -650,7 +628,6 @@ impl Running<'_> {
                 Event::Abort { host, reason } => return Err(Error::Cluster { host, reason }),
             }
         }
-        drop(subscriptions);
         Ok(reports.into_iter().flatten().collect())
     }
 
@@ -662,9 +639,7 @@ impl Running<'_> {
         for credit in &self.credits {
             credit.stop();
         }
-        for stop in &self.stops {
-            let _ = stop.send(Received::Stop);
-        }
+        self.subscriptions.clear();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }

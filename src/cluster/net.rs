@@ -1,26 +1,28 @@
 //! The two ends of a network edge, as the engine sees them: the stage that
 //! ends the sending host's segment ([`NetSinkStage`], a sink whose items
-//! leave as numbered runs) and the thread that feeds the receiving host's
-//! segment ([`Ingress`], which validates each run and pushes its items into
-//! the segment's source ring, as an [`Input`](crate::Input) would).
+//! leave as numbered runs) and the feed of the source that starts the
+//! receiving host's segment ([`NetFeed`], which validates each run and
+//! writes its items into the source's output).
 //!
 //! Everything between them — the Zenoh session, key expressions, host
 //! liveness — is `cluster/mod.rs`'s; these only see a [`Wire`] to send on
-//! and a channel of received messages, so the stage loops stay synchronous
-//! and the per-item path is the sink's and the input source's.
+//! and a ring of received messages, so the stage loops stay synchronous.
 
 use super::wire::{self, RunDecoder, RunEncoder, Tag, WINDOW};
 use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
 use crate::port::StageExit;
+use crate::port::{await_room, boundary, drain, exit_of, interrupted, Outbox};
+use crate::source::Feed;
 use crate::stage::{run_sink, shm_in, Ctx, Deliver, ErasedStage, Tally};
 use crate::transport::{Rx, Transport};
 use crate::Error;
-use ringweave_ipc::ring::{Producer, WaitOutcome};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use ringweave_ipc::control::StageControl;
+use ringweave_ipc::ring::{Consumer, RingWaker, WaitOutcome};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use zenoh::bytes::ZBytes;
 
 /// Where a sending end puts its messages (a Zenoh publisher; a channel in
 /// unit tests). `send` may block: that is the edge's backpressure.
@@ -206,109 +208,199 @@ impl<T: Item> ErasedStage for NetSinkStage<T> {
     }
 }
 
-/// A message received for an edge's receiving end.
-pub(crate) enum Received {
-    /// The bytes of one message, as Zenoh delivered them.
-    Message(zenoh::bytes::ZBytes),
-    /// Stop: the host's run is over (failed or torn down).
-    Stop,
-}
-
-/// How an edge's receiving end ended.
+/// The end of an edge's stream arrived: what came over it.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum IngressEnd {
-    /// The sender's end of stream arrived and every item was handed on:
-    /// the runs and items received.
-    Complete { runs: u64, items: u64 },
-    /// Told to stop, or the segment it feeds is gone.
-    Stopped,
+pub(crate) struct Complete {
+    pub runs: u64,
+    pub items: u64,
 }
 
-/// The receiving end of a network edge: runs from the wire into the ring
-/// of the segment's source (an input source).
-pub(crate) trait Ingress: Send {
-    /// Receives until the end of the stream, a stop, or a failure (`Err`
-    /// says what was wrong with what arrived).
-    /// `grant(limit)`: lets the sender have sent `limit` runs in all
-    /// (it starts with [`WINDOW`]).
-    fn run(
-        self: Box<Self>,
-        received: Receiver<Received>,
-        counters: &EdgeCounters,
-        grant: &mut dyn FnMut(u64),
-    ) -> Result<IngressEnd, String>;
+/// What the receiving end of an edge is made of, whatever its item type.
+pub(crate) struct NetIn {
+    /// The edge, for errors.
+    pub edge: String,
+    /// The sending host.
+    pub peer: usize,
+    pub messages: Consumer<ZBytes>,
+    pub overflow: Arc<AtomicBool>,
+    pub grant: Box<dyn FnMut(u64) + Send>,
+    pub complete: Box<dyn FnMut(Complete) + Send>,
+    pub counters: Arc<EdgeCounters>,
 }
 
-/// The [`Ingress`] of an edge carrying `T`.
-pub(crate) struct TypedIngress<T> {
-    pub ring: Producer<T>,
-}
-
-impl<T: Item> Ingress for TypedIngress<T> {
-    fn run(
-        mut self: Box<Self>,
-        received: Receiver<Received>,
-        counters: &EdgeCounters,
-        grant: &mut dyn FnMut(u64),
-    ) -> Result<IngressEnd, String> {
-        let mut decoder = RunDecoder::default();
-        let (mut runs, mut items) = (0u64, 0u64);
-        loop {
-            let Ok(Received::Message(message)) = received.recv() else {
-                return Ok(IngressEnd::Stopped);
-            };
-            let bytes = message.to_bytes();
-            let header = wire::header(&bytes)?;
-            if header.seq != runs {
-                return Err(format!(
-                    "{:?} number {} arrived where number {runs} was due \
-                     (the transport lost, duplicated or reordered data)",
-                    header.tag, header.seq
-                ));
-            }
-            match header.tag {
-                Tag::Run => {
-                    let run = decoder.decode::<T>(&bytes)?;
-                    counters.add(run.len(), bytes.len());
-                    items += run.len() as u64;
-                    runs += 1;
-                    if !push_all(&mut self.ring, run) {
-                        return Ok(IngressEnd::Stopped);
-                    }
-                    // Half a window at a time: one credit message per
-                    // eight runs, and the sender never runs dry while
-                    // this one keeps up.
-                    if runs % (WINDOW / 2) == 0 {
-                        grant(runs + WINDOW);
-                    }
-                }
-                Tag::End => {
-                    let sent = wire::body_u64(&bytes)?;
-                    if sent != items {
-                        return Err(format!(
-                            "the sender ended after {sent} items, {items} arrived"
-                        ));
-                    }
-                    return Ok(IngressEnd::Complete { runs, items });
-                }
-                other => return Err(format!("a {other:?} message on a data key")),
-            }
+impl<T> NetFeed<T> {
+    /// The feed of `parts`' edge.
+    pub(crate) fn new(parts: NetIn) -> Self {
+        Self {
+            edge: parts.edge,
+            peer: parts.peer,
+            messages: parts.messages,
+            overflow: parts.overflow,
+            grant: parts.grant,
+            complete: parts.complete,
+            counters: parts.counters,
+            decoder: RunDecoder::default(),
+            pending: Vec::new().into_iter(),
+            runs: 0,
+            items: 0,
         }
     }
 }
 
-/// Moves `run` into `ring`, waiting for room; `false` if the ring's reader
-/// is gone (the segment stopped).
-fn push_all<T>(ring: &mut Producer<T>, run: Vec<T>) -> bool {
-    let mut items = run.into_iter();
-    loop {
-        ring.push_from_iter(&mut items);
-        if items.len() == 0 {
-            return true;
+/// The receiving end of a network edge: the feed of the receiving
+/// segment's source. Messages arrive in a ring (filled by the Zenoh
+/// callback, which never waits: the credit it grants bounds them), are
+/// validated and numbered here, and their items go straight into the
+/// source's output — no thread or ring between the wire and the segment.
+pub(crate) struct NetFeed<T> {
+    /// The edge, for errors.
+    pub edge: String,
+    /// The sending host.
+    pub peer: usize,
+    pub messages: Consumer<ZBytes>,
+    /// Set by the callback if a message found the ring full (a sender
+    /// that ignored its credit).
+    pub overflow: Arc<AtomicBool>,
+    /// Lets the sender have sent this many runs in all.
+    pub grant: Box<dyn FnMut(u64) + Send>,
+    /// Told once the end of the stream has arrived.
+    pub complete: Box<dyn FnMut(Complete) + Send>,
+    pub counters: Arc<EdgeCounters>,
+    pub decoder: RunDecoder,
+    /// The items of the current run not yet handed on.
+    pub pending: std::vec::IntoIter<T>,
+    pub runs: u64,
+    pub items: u64,
+}
+
+/// What the next message held.
+enum Next<T> {
+    Run(Vec<T>),
+    End,
+}
+
+impl<T: Item> NetFeed<T> {
+    /// Waits for the next message, interruptibly, and reads it.
+    fn next(&mut self, control: &StageControl) -> Result<Next<T>, StageExit> {
+        loop {
+            match self.messages.pop() {
+                Ok(message) => {
+                    return self
+                        .read(&message.to_bytes())
+                        .map_err(|reason| self.failed(reason))
+                }
+                Err(_) if self.overflow.load(Ordering::Relaxed) => {
+                    return Err(self.failed(format!(
+                        "more than {WINDOW} runs arrived beyond the credit granted"
+                    )))
+                }
+                Err(_) => {}
+            }
+            match self
+                .messages
+                .wait_for_items(1, None, || control.interrupted())
+            {
+                WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
+                // The subscription is gone: the host's run is over.
+                WaitOutcome::Closed => return Err(StageExit::Aborted),
+                WaitOutcome::Interrupted => interrupted(control)?,
+            }
         }
-        match ring.wait_for_slots(1, None, || false) {
-            WaitOutcome::Closed => return false,
-            WaitOutcome::Ready(_) | WaitOutcome::TimedOut | WaitOutcome::Interrupted => {}
+    }
+
+    fn read(&mut self, bytes: &[u8]) -> Result<Next<T>, String> {
+        let header = wire::header(bytes)?;
+        if header.seq != self.runs {
+            return Err(format!(
+                "{:?} number {} arrived where number {} was due \
+                 (the transport lost, duplicated or reordered data)",
+                header.tag, header.seq, self.runs
+            ));
         }
+        match header.tag {
+            Tag::Run => {
+                let run = self.decoder.decode::<T>(bytes)?;
+                self.counters.add(run.len(), bytes.len());
+                self.items += run.len() as u64;
+                self.runs += 1;
+                // Half a window at a time: one credit message per eight
+                // runs, and the sender never runs dry while this keeps up.
+                if self.runs % (WINDOW / 2) == 0 {
+                    (self.grant)(self.runs + WINDOW);
+                }
+                Ok(Next::Run(run))
+            }
+            Tag::End => {
+                let sent = wire::body_u64(bytes)?;
+                if sent != self.items {
+                    return Err(format!(
+                        "the sender ended after {sent} items, {} arrived",
+                        self.items
+                    ));
+                }
+                Ok(Next::End)
+            }
+            other => Err(format!("a {other:?} message on a data key")),
+        }
+    }
+
+    fn failed(&self, reason: String) -> StageExit {
+        StageExit::Failed(Error::Cluster {
+            host: self.peer,
+            reason: format!("edge {}: {reason}", self.edge),
+        })
+    }
+}
+
+impl<T: Item> Feed<T> for NetFeed<T> {
+    fn run<O: Outbox<T>>(
+        &mut self,
+        out: &mut O,
+        tally: &mut Tally,
+        _stamps: &mut Stamps,
+        ctx: &Ctx<'_>,
+    ) -> StageExit {
+        let control = ctx.control;
+        exit_of((|| loop {
+            if self.pending.len() == 0 {
+                drain(out, control)?;
+                boundary(control)?;
+                match self.next(control)? {
+                    Next::Run(run) => self.pending = run.into_iter(),
+                    Next::End => {
+                        (self.complete)(Complete {
+                            runs: self.runs,
+                            items: self.items,
+                        });
+                        return Err(StageExit::Finished);
+                    }
+                }
+            }
+            // The run's items go on as the source's batches: straight into
+            // free slots of an in-process ring, or through the outbox.
+            let moved = if let Some(ring) = out.ring() {
+                if ring.slots() == 0 {
+                    await_room(ring, control)?;
+                    continue;
+                }
+                ring.push_from_iter(&mut self.pending)
+            } else {
+                let before = self.pending.len();
+                for item in self.pending.by_ref().take(ctx.batch) {
+                    out.emit(item);
+                    if out.is_congested() {
+                        break;
+                    }
+                }
+                out.flush()?;
+                before - self.pending.len()
+            };
+            tally.items_out += moved as u64;
+            control.record(tally.items_in, tally.items_out);
+        })())
+    }
+
+    fn waker(&self) -> Option<RingWaker> {
+        Some(self.messages.waker())
     }
 }

@@ -21,13 +21,15 @@
 //! `put` waits more than a few seconds. Control messages (`ctl`, `ack`,
 //! `credit`) block rather than drop, at a higher priority than data.
 
-use super::net::{Received, Wire};
+use super::net::Wire;
 use super::wire::{self, Tag, WINDOW};
 use super::{Cluster, HostStates};
 use crate::error::Error;
 use parking_lot::{Condvar, Mutex};
+use ringweave_ipc::ring::Producer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 use zenoh::bytes::ZBytes;
 use zenoh::qos::{CongestionControl, Priority};
@@ -51,9 +53,11 @@ pub(crate) enum Event {
         index: usize,
         result: Box<Result<crate::RunReport, Error>>,
     },
-    IngressEnded {
+    /// The end of edge `edge`'s stream arrived here.
+    Received {
         edge: usize,
-        result: Result<super::net::IngressEnd, String>,
+        runs: u64,
+        items: u64,
     },
 }
 
@@ -250,17 +254,24 @@ impl Session {
         }
     }
 
-    /// Receives edge `edge`'s messages into `into` (never waiting: the
-    /// sender's credit bounds what it holds).
+    /// Receives edge `edge`'s messages into `into`, never waiting: the
+    /// credit the receiver grants bounds them, and a message that finds
+    /// the ring full sets `overflow` (a sender that ignored its credit).
     pub(crate) fn receive(
         &self,
         edge: usize,
-        into: mpsc::Sender<Received>,
+        into: Producer<ZBytes>,
+        overflow: Arc<AtomicBool>,
     ) -> Result<Subscription, Error> {
+        let into = Mutex::new(into);
         self.session
             .declare_subscriber(format!("{}/{edge}/0", self.prefix))
             .callback(move |sample| {
-                let _ = into.send(Received::Message(sample.payload().clone()));
+                if into.lock().push(sample.payload().clone()).is_err() {
+                    // Relaxed: the reader checks it when the ring is empty,
+                    // after it has read what the push before published.
+                    overflow.store(true, Ordering::Relaxed);
+                }
             })
             .wait()
             .map(Subscription)
