@@ -171,4 +171,8 @@ impl<T> Inbox<T> for Consumer<T> {
         }
         Ok(taken)
     }
+    #[inline]
+    fn drained(&mut self) -> bool {
+        self.slots() == 0
+    }
 }

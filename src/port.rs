@@ -47,6 +47,8 @@ pub(crate) trait Inbox<T> {
     /// outbox's backlog, in order. Either releases what it took with one
     /// store.
     fn take(&mut self, n: usize, each: impl FnMut(T) -> bool) -> Result<usize, StageExit>;
+    /// Whether nothing is readable right now (without waiting).
+    fn drained(&mut self) -> bool;
 
     /// The in-process ring behind this input, for batch paths.
     fn ring(&mut self) -> Option<&mut Consumer<T>> {

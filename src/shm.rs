@@ -502,4 +502,7 @@ impl<T: Item> Inbox<T> for ShmInbox<T> {
             Err(PopError::Record(e)) => Err(self.fail(e)),
         }
     }
+    fn drained(&mut self) -> bool {
+        self.consumer.readable_bytes() == 0
+    }
 }

@@ -370,7 +370,7 @@ pub(crate) fn run_sink<T>(
         tally.items_in += taken as u64;
         tally.items_out = tally.items_in;
         control.record(tally.items_in, tally.items_out);
-        f.after_batch(available.saturating_sub(took), control.interrupted())?;
+        f.after_batch(|| took < available && !input.drained(), control)?;
     })())
 }
 
@@ -378,11 +378,16 @@ pub(crate) fn run_sink<T>(
 pub(crate) trait Deliver<T> {
     /// Takes one item.
     fn deliver(&mut self, item: T);
-    /// After each batch: `rest` items are known readable still (0 when the
-    /// input is drained for now), `interrupted` says the barrier is
-    /// calling. A sink that gathers items into larger units sends them on
-    /// here, so it holds nothing while its input is idle or it pauses.
-    fn after_batch(&mut self, _rest: usize, _interrupted: bool) -> Result<(), StageExit> {
+    /// After each batch: `more()` says whether items are readable right
+    /// now (a load, made only if asked). A sink that gathers items into
+    /// larger units sends them on here once its input is drained, so it
+    /// holds nothing while its input is idle; it may return what
+    /// `port::interrupted` does when the barrier calls while it waits.
+    fn after_batch(
+        &mut self,
+        _more: impl FnOnce() -> bool,
+        _control: &StageControl,
+    ) -> Result<(), StageExit> {
         Ok(())
     }
 }

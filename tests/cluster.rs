@@ -26,6 +26,7 @@ const HOST_BOUND: Duration = Duration::from_secs(120);
 fn items(case: &str) -> u64 {
     match case {
         "kill" | "panic" => 50_000_000,
+        "trickle" => 300,
         _ => 200_000,
     }
 }
@@ -46,19 +47,67 @@ fn pipeline(case: &str, host: usize) -> ringweave::CompletePipeline {
             std::env::var("CLUSTER_GROUP").unwrap()
         ))
     });
-    let p = Pipeline::from_iter(0..n)
+    // "trickle": the source (host 0) yields an item only once the sink (host
+    // 0) has everything the items before it make, through stages on host 1
+    // in worker processes: a run held back waiting to fill would hang it.
+    let source: Box<dyn Iterator<Item = u64> + Send> = if case == "trickle" && host == 0 {
+        Box::new((0..n).inspect(|&i| {
+            let need: u64 = (0..i).map(|j| if keep(mix(j)) { 2 } else { 0 }).sum();
+            let started = Instant::now();
+            while DELIVERED.load(Ordering::Relaxed) < need {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "item {i}: the items before it were held back"
+                );
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }))
+    } else {
+        Box::new(0..n)
+    };
+    // "recover_late": the worker of `running` (host 2) kills itself at its
+    // last item, once its host's network source has read the end of the
+    // stream: the recovery restarts a source whose stream has ended.
+    let late_kill = (case == "recover_late" && host == 2).then(|| {
+        (
+            expected(case).len() as u64,
+            std::env::temp_dir().join(format!(
+                "ringweave-cluster-{}",
+                std::env::var("CLUSTER_GROUP").unwrap()
+            )),
+        )
+    });
+    let p = Pipeline::from_iter(source)
         .map("mix", move |x| {
             if let Some(flag) = kill_flag.as_ref().filter(|_| x == 50_000) {
-                if std::fs::OpenOptions::new().write(true).create_new(true).open(flag).is_ok() {
+                if std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(flag)
+                    .is_ok()
+                {
                     kill_self();
                 }
             }
-            x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20
+            mix(x)
         })
-        .filter("keep", |x| x % 7 != 3)
+        .filter("keep", |x| keep(*x))
         .flat_map("twice", |x| [x, x / 3])
         .replicas(2)
-        .stateful("running", 0u64, |sum: &mut u64, x: u64| {
+        .stateful("running", 0u64, move |sum: &mut u64, x: u64| {
+            if let Some((last, flag)) = &late_kill {
+                if RAN.fetch_add(1, Ordering::Relaxed) + 1 == *last
+                    && std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(flag)
+                        .is_ok()
+                {
+                    // Long enough for the end of the stream to arrive.
+                    std::thread::sleep(Duration::from_millis(300));
+                    kill_self();
+                }
+            }
             *sum = sum.wrapping_add(x);
             Some(*sum % 1_000_003)
         })
@@ -87,14 +136,19 @@ fn pipeline(case: &str, host: usize) -> ringweave::CompletePipeline {
         });
     let mode = match case {
         // Replicas as processes on their host.
-        "distributed" | "recover" => ExecutionMode::Distributed,
+        "distributed" | "recover" | "recover_late" | "trickle" => ExecutionMode::Distributed,
         _ => ExecutionMode::InProcess,
     };
-    let p = if case == "recover" { p.max_restarts(3) } else { p };
+    let p = if case.starts_with("recover") {
+        p.max_restarts(3)
+    } else {
+        p
+    };
     let stall = case == "stall";
     let mut delivered = 0u64;
     let complete = p.mode(mode).sink(move |item| {
         delivered += 1;
+        DELIVERED.fetch_add(1, Ordering::Relaxed);
         if stall && delivered == 10_000 {
             std::thread::sleep(Duration::from_secs(6));
         }
@@ -109,6 +163,19 @@ fn kill_self() {
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
 }
 
+fn mix(x: u64) -> u64 {
+    x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20
+}
+
+fn keep(x: u64) -> bool {
+    x % 7 != 3
+}
+
+/// Items the sink delivered (this process).
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+/// Items `running` took (this process).
+static RAN: AtomicU64 = AtomicU64::new(0);
+
 static LABELLED: AtomicU64 = AtomicU64::new(0);
 static CHECKED: AtomicU64 = AtomicU64::new(0);
 
@@ -122,8 +189,8 @@ fn expected(case: &str) -> Vec<(u64, String)> {
     let mut sum = 0u64;
     let mut seen = [0u64; 5];
     (0..items(case))
-        .map(|x: u64| x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
-        .filter(|x| x % 7 != 3)
+        .map(mix)
+        .filter(|x| keep(*x))
         .flat_map(|x| [x, x / 3])
         .map(|x| {
             sum = sum.wrapping_add(x);
@@ -143,6 +210,15 @@ fn placement(case: &str) -> Vec<(&'static str, usize)> {
         // The sink stands still for 6 s once: longer than Zenoh's
         // wait_before_close (5 s), which a blocking put would hit.
         "stall" => vec![("mix", 1), ("running", 2), ("per_key", 1)],
+        "trickle" => vec![
+            ("mix", 1),
+            ("keep", 1),
+            ("twice", 1),
+            ("running", 1),
+            ("per_key", 1),
+            ("label", 1),
+            ("check", 1),
+        ],
         // Host 2 runs nothing: it must still join, wait and end with the run.
         "idle_host" => vec![("mix", 1), ("per_key", 1)],
         "source_and_sink_away" => vec![
@@ -176,7 +252,7 @@ fn placement(case: &str) -> Vec<(&'static str, usize)> {
 }
 
 fn hosts(case: &str) -> usize {
-    if case == "two_hosts" {
+    if matches!(case, "two_hosts" | "trickle") {
         2
     } else {
         3
@@ -264,6 +340,8 @@ fn free_ports(n: usize) -> Vec<String> {
 /// The host processes of one test: killed and reaped on drop.
 struct Hosts {
     children: Vec<Child>,
+    /// The file a "recover" case's worker makes before it kills itself.
+    flag: std::path::PathBuf,
     /// Each host's stderr lines, as they come.
     lines: mpsc::Receiver<(usize, String)>,
 }
@@ -271,7 +349,12 @@ struct Hosts {
 impl Hosts {
     fn start(case: &str, extra: &[(usize, &str, &str)]) -> Self {
         let peers = free_ports(hosts(case)).join(",");
-        let group = format!("{}-{case}", std::process::id());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let group = format!("{}-{case}-{nanos}", std::process::id());
+        let flag = std::env::temp_dir().join(format!("ringweave-cluster-{group}"));
         let (tx, lines) = mpsc::channel();
         let mut children = Vec::new();
         for host in 0..hosts(case) {
@@ -299,7 +382,11 @@ impl Hosts {
             });
             children.push(child);
         }
-        Self { children, lines }
+        Self {
+            children,
+            lines,
+            flag,
+        }
     }
 
     /// Waits for every host to exit; returns each exit code and its
@@ -360,6 +447,7 @@ impl Drop for Hosts {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.flag);
     }
 }
 
@@ -447,6 +535,17 @@ fn a_sink_standing_still_longer_than_zenoh_waits_loses_nothing() {
 fn a_worker_killed_on_one_host_is_replaced_and_the_run_goes_on() {
     let results = assert_equivalent("recover");
     assert!(results[1].1.contains("RECOVERIES 1"), "{}", results[1].1);
+}
+
+#[test]
+fn a_worker_killed_after_its_hosts_input_ended_is_replaced() {
+    let results = assert_equivalent("recover_late");
+    assert!(results[2].1.contains("RECOVERIES 1"), "{}", results[2].1);
+}
+
+#[test]
+fn items_at_a_trickle_are_not_held_back_to_fill_a_run() {
+    assert_equivalent("trickle");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! sending side of a cut ends its segment with a network sink
 //! (`net.rs`'s `NetSinkStage`) that sends numbered rkyv runs on the key
 //! `ringweave/<name>/<edge>/0`; the receiving side starts its segment with
-//! an input source fed by a thread that validates each run. Around them
+//! a source that reads those messages and validates each run. Around them
 //! this module keeps the session: who is up (liveliness tokens), who is
 //! done or failed (a control key per host), which ends of stream arrived
 //! (acknowledgements), and it turns a host that vanishes with work pending
@@ -518,7 +518,7 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
-    /// Starts the segments and the receiving threads and follows the run
+    /// Starts the segments and follows the run
     /// to its end: every segment finished, every incoming stream complete
     /// and every outgoing one acknowledged.
     #[allow(clippy::too_many_arguments)]

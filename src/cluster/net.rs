@@ -25,10 +25,20 @@ use std::sync::Arc;
 use zenoh::bytes::ZBytes;
 
 /// Where a sending end puts its messages (a Zenoh publisher; a channel in
-/// unit tests). `send` may block: that is the edge's backpressure.
+/// unit tests). `send` may wait for the receiver's credit: that is the
+/// edge's backpressure.
 pub(crate) trait Wire: Send {
-    /// Sends one message.
-    fn send(&mut self, message: Vec<u8>) -> Result<(), String>;
+    /// Sends one message; `interrupt()` ends a wait for credit.
+    fn send(&mut self, message: Vec<u8>, interrupt: &dyn Fn() -> bool) -> Result<(), SendError>;
+}
+
+/// Why a message was not sent.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// `interrupt()` said so while it waited for credit.
+    Interrupted,
+    /// The transport failed, or the host's run is over.
+    Failed(String),
 }
 
 /// What one end of an edge moved, for the report (written by the end's
@@ -69,42 +79,41 @@ pub(crate) struct Outgoing<T> {
 }
 
 impl<T: Item> Outgoing<T> {
-    /// Sends what is held as one run.
-    fn send_held(&mut self) -> Result<(), StageExit> {
+    /// Sends what is held as one run; keeps it if interrupted.
+    fn send_held(&mut self, interrupt: &dyn Fn() -> bool) -> Result<(), SendError> {
         if self.held.is_empty() {
             return Ok(());
         }
-        let sent = self
+        let message = self
             .encoder
             .encode(self.runs, &self.held)
-            .and_then(|message| {
-                let bytes = message.len();
-                self.wire.send(message).map(|()| bytes)
-            });
-        match sent {
-            Ok(bytes) => {
-                self.counters.add(self.held.len(), bytes);
-                self.runs += 1;
-                self.sent += self.held.len() as u64;
-                self.held.clear();
-                Ok(())
-            }
-            Err(reason) => Err(self.failed(reason)),
-        }
+            .map_err(SendError::Failed)?;
+        let bytes = message.len();
+        self.wire.send(message, interrupt)?;
+        self.counters.add(self.held.len(), bytes);
+        self.runs += 1;
+        self.sent += self.held.len() as u64;
+        self.held.clear();
+        Ok(())
     }
 
-    /// Sends what is held, then the end of the stream.
-    fn finish(&mut self) -> Result<(), StageExit> {
-        self.send_held()?;
+    /// Sends what is held, then the end of the stream; only an abort
+    /// interrupts it.
+    fn finish(&mut self, control: &StageControl) -> Result<(), StageExit> {
+        let aborted = || control.is_aborted();
+        self.send_held(&aborted).map_err(|e| self.failed(e))?;
         let end = wire::message(Tag::End, self.runs, &self.sent.to_le_bytes());
-        self.wire.send(end).map_err(|reason| self.failed(reason))
+        self.wire.send(end, &aborted).map_err(|e| self.failed(e))
     }
 
-    fn failed(&self, reason: String) -> StageExit {
-        StageExit::Failed(Error::Cluster {
-            host: self.host,
-            reason: format!("network edge {}: {reason}", self.edge),
-        })
+    fn failed(&self, error: SendError) -> StageExit {
+        match error {
+            SendError::Interrupted => StageExit::Aborted,
+            SendError::Failed(reason) => StageExit::Failed(Error::Cluster {
+                host: self.host,
+                reason: format!("network edge {}: {reason}", self.edge),
+            }),
+        }
     }
 }
 
@@ -114,14 +123,25 @@ impl<T: Item> Deliver<T> for Outgoing<T> {
         self.held.push(item);
     }
 
-    // A run leaves when the input has nothing more for now, the run is
-    // full, or the barrier calls: at low rates every item travels alone,
-    // under load the runs fill up.
-    fn after_batch(&mut self, rest: usize, interrupted: bool) -> Result<(), StageExit> {
-        if rest == 0 || interrupted || self.held.len() >= self.run_items {
-            self.send_held()?;
+    // A run leaves when it is full, when the input has nothing more for
+    // now, or when the barrier calls: at low rates every item travels
+    // alone, under load the runs fill up. A wait for credit gives way to
+    // the barrier: the stage then pauses holding its run (it stays in
+    // this process; `position` counts those items as delivered, and they
+    // go first when it resumes).
+    fn after_batch(
+        &mut self,
+        more: impl FnOnce() -> bool,
+        control: &StageControl,
+    ) -> Result<(), StageExit> {
+        if self.held.len() < self.run_items && !control.interrupted() && more() {
+            return Ok(());
         }
-        Ok(())
+        match self.send_held(&|| control.interrupted()) {
+            Ok(()) => Ok(()),
+            Err(SendError::Interrupted) => interrupted(control),
+            Err(failed) => Err(self.failed(failed)),
+        }
     }
 }
 
@@ -153,15 +173,13 @@ impl<T: Item> ErasedStage for NetSinkStage<T> {
             Some(Transport::Shm(input)) => run_sink(out, input, tally, skip, stamps, ctx),
             None => StageExit::Aborted,
         };
-        let sent = match exit {
-            StageExit::Finished => out.finish(),
-            // A pause holds nothing back (see `after_batch`).
-            StageExit::Paused => out.send_held(),
-            StageExit::Aborted | StageExit::Failed(_) => Ok(()),
-        };
-        match sent {
-            Ok(()) => exit,
-            Err(failed) => failed,
+        match exit {
+            StageExit::Finished => match out.finish(ctx.control) {
+                Ok(()) => exit,
+                Err(failed) => failed,
+            },
+            // A paused stage keeps its run (see `after_batch`).
+            StageExit::Paused | StageExit::Aborted | StageExit::Failed(_) => exit,
         }
     }
 
@@ -243,6 +261,7 @@ impl<T> NetFeed<T> {
             pending: Vec::new().into_iter(),
             runs: 0,
             items: 0,
+            ended: false,
         }
     }
 }
@@ -271,6 +290,9 @@ pub(crate) struct NetFeed<T> {
     pub pending: std::vec::IntoIter<T>,
     pub runs: u64,
     pub items: u64,
+    /// The end of the stream was read: a source restarted after a
+    /// recovery (which replays what it sent) finishes again at once.
+    pub ended: bool,
 }
 
 /// What the next message held.
@@ -283,29 +305,37 @@ impl<T: Item> NetFeed<T> {
     /// Waits for the next message, interruptibly, and reads it.
     fn next(&mut self, control: &StageControl) -> Result<Next<T>, StageExit> {
         loop {
-            match self.messages.pop() {
-                Ok(message) => {
-                    return self
-                        .read(&message.to_bytes())
-                        .map_err(|reason| self.failed(reason))
-                }
-                Err(_) if self.overflow.load(Ordering::Relaxed) => {
-                    return Err(self.failed(format!(
-                        "more than {WINDOW} runs arrived beyond the credit granted"
-                    )))
-                }
-                Err(_) => {}
+            if let Ok(message) = self.messages.pop() {
+                return self
+                    .read(&message.to_bytes())
+                    .map_err(|reason| self.failed(reason));
             }
+            self.check_overflow()?;
             match self
                 .messages
                 .wait_for_items(1, None, || control.interrupted())
             {
                 WaitOutcome::Ready(_) | WaitOutcome::TimedOut => {}
                 // The subscription is gone: the host's run is over.
-                WaitOutcome::Closed => return Err(StageExit::Aborted),
+                WaitOutcome::Closed => {
+                    self.check_overflow()?;
+                    return Err(StageExit::Aborted);
+                }
                 WaitOutcome::Interrupted => interrupted(control)?,
             }
         }
+    }
+
+    /// A message found the ring full (the sender ignored its credit).
+    fn check_overflow(&self) -> Result<(), StageExit> {
+        // Acquire: pairs with the callback's Release store, made before it
+        // wakes this ring's reader.
+        if self.overflow.load(Ordering::Acquire) {
+            return Err(self.failed(format!(
+                "more than {WINDOW} runs arrived beyond the credit granted"
+            )));
+        }
+        Ok(())
     }
 
     fn read(&mut self, bytes: &[u8]) -> Result<Next<T>, String> {
@@ -362,17 +392,23 @@ impl<T: Item> Feed<T> for NetFeed<T> {
     ) -> StageExit {
         let control = ctx.control;
         exit_of((|| loop {
+            // Nothing is emitted into a congested outbox: what waits there
+            // goes first (a shared-memory outbox bounds the replay log so).
+            drain(out, control)?;
             if self.pending.len() == 0 {
-                drain(out, control)?;
+                if self.ended {
+                    return Err(StageExit::Finished);
+                }
                 boundary(control)?;
                 match self.next(control)? {
                     Next::Run(run) => self.pending = run.into_iter(),
                     Next::End => {
+                        self.ended = true;
                         (self.complete)(Complete {
                             runs: self.runs,
                             items: self.items,
                         });
-                        return Err(StageExit::Finished);
+                        continue;
                     }
                 }
             }

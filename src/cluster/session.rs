@@ -14,14 +14,14 @@
 //! stage split across hosts.
 //!
 //! Flow control is by credit, not by blocking: a receiver's callback never
-//! waits (it hands the message to an unbounded channel), and the sender
+//! waits (it puts the message into a ring of two windows), and the sender
 //! sends run `s` only once the receiver has granted more than `s` runs
 //! (`WINDOW` ahead of what it has handed on). A blocked callback would
 //! stall every key on its link, and Zenoh closes a link whose blocking
 //! `put` waits more than a few seconds. Control messages (`ctl`, `ack`,
 //! `credit`) block rather than drop, at a higher priority than data.
 
-use super::net::Wire;
+use super::net::{SendError, Wire};
 use super::wire::{self, Tag, WINDOW};
 use super::{Cluster, HostStates};
 use crate::error::Error;
@@ -75,6 +75,9 @@ pub(crate) struct Session {
 /// A declared subscriber of one edge's data: receiving stops when dropped.
 pub(crate) struct Subscription(#[allow(dead_code)] zenoh::pubsub::Subscriber<()>);
 
+/// How often a sender waiting for credit looks at its stage's barrier.
+const CREDIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The runs an edge's sender may have sent, as its receiver grants them.
 pub(crate) struct Credit {
     limit: Mutex<u64>,
@@ -109,14 +112,21 @@ impl Credit {
         self.changed.notify_all();
     }
 
-    /// Waits until run `seq` may be sent; `Err` once stopped.
-    fn await_run(&self, seq: u64) -> Result<(), String> {
+    /// Waits until run `seq` may be sent. `interrupt()` is looked at every
+    /// `CREDIT_POLL` while it waits (the stage's barrier cannot wake a
+    /// condition variable).
+    fn await_run(&self, seq: u64, interrupt: &dyn Fn() -> bool) -> Result<(), SendError> {
         let mut limit = self.limit.lock();
         while *limit <= seq {
             if self.stopped.load(Ordering::Relaxed) {
-                return Err("stopped while waiting for the receiver's credit".into());
+                return Err(SendError::Failed(
+                    "stopped while waiting for the receiver's credit".into(),
+                ));
             }
-            self.changed.wait(&mut limit);
+            if interrupt() {
+                return Err(SendError::Interrupted);
+            }
+            self.changed.wait_for(&mut limit, CREDIT_POLL);
         }
         Ok(())
     }
@@ -267,10 +277,12 @@ impl Session {
         self.session
             .declare_subscriber(format!("{}/{edge}/0", self.prefix))
             .callback(move |sample| {
-                if into.lock().push(sample.payload().clone()).is_err() {
-                    // Relaxed: the reader checks it when the ring is empty,
-                    // after it has read what the push before published.
-                    overflow.store(true, Ordering::Relaxed);
+                let mut into = into.lock();
+                if into.push(sample.payload().clone()).is_err() {
+                    // Release, then a wake-up: the reader, asleep on an
+                    // empty ring or not, sees the flag (Acquire) next.
+                    overflow.store(true, Ordering::Release);
+                    into.waker().wake();
                 }
             })
             .wait()
@@ -450,15 +462,18 @@ impl Publisher {
 }
 
 impl Wire for Publisher {
-    fn send(&mut self, message: Vec<u8>) -> Result<(), String> {
+    fn send(&mut self, message: Vec<u8>, interrupt: &dyn Fn() -> bool) -> Result<(), SendError> {
         let run = wire::header(&message).is_ok_and(|h| h.tag == Tag::Run);
         if run {
-            self.credit.await_run(self.sent)?;
-            self.sent += 1;
+            self.credit.await_run(self.sent, interrupt)?;
         }
         self.publisher
             .put(ZBytes::from(message))
             .wait()
-            .map_err(|e| e.to_string())
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+        if run {
+            self.sent += 1;
+        }
+        Ok(())
     }
 }
