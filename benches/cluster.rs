@@ -18,7 +18,7 @@
 //!
 //! `cargo bench -p ringweave-benches --bench cluster` (`CLUSTER_ITEMS`,
 //! default 20 M; `CLUSTER_ROUNDS`, default 5; `CLUSTER_TRIPS`, default
-//! 2000).
+//! 2000; `CLUSTER_RUN_KIB`, run sizes in KiB, default `4,64`).
 
 #[path = "common/report.rs"]
 mod common;
@@ -163,6 +163,76 @@ fn tcp_rate(n: u64, run_bytes: usize) -> f64 {
     n as f64 / (last - first.unwrap()).as_secs_f64()
 }
 
+/// Items/s through bare Zenoh: two peer sessions, a blocking publisher
+/// putting the same runs (archived on the sending thread), a subscriber
+/// validating and deserializing each in its callback — what any edge over
+/// Zenoh costs before ringweave's stages and credit.
+fn raw_zenoh_rate(n: u64, run_bytes: usize) -> f64 {
+    use zenoh::Wait;
+    let locators = locators();
+    let key = format!("ringweave-bench/{}/raw", name());
+    let open = |listen: &str, connect: Option<&str>| {
+        let mut config = zenoh::Config::default();
+        config.insert_json5("mode", "\"peer\"").unwrap();
+        config
+            .insert_json5("listen/endpoints", &format!("[\"{listen}\"]"))
+            .unwrap();
+        if let Some(peer) = connect {
+            config
+                .insert_json5("connect/endpoints", &format!("[\"{peer}\"]"))
+                .unwrap();
+        }
+        config
+            .insert_json5("scouting/multicast/enabled", "false")
+            .unwrap();
+        zenoh::open(config).wait().unwrap()
+    };
+    let receiver = open(&locators[0], None);
+    let sender = open(&locators[1], Some(&locators[0]));
+    let (done_tx, done) = mpsc::channel();
+    let state = Mutex::new((0u64, None::<Instant>));
+    let _subscriber = receiver
+        .declare_subscriber(&key)
+        .callback(move |sample| {
+            let bytes = sample.payload().to_bytes();
+            let mut aligned = AlignedVec::<16>::new();
+            aligned.extend_from_slice(&bytes);
+            let run =
+                rkyv::from_bytes::<Vec<u64>, rkyv::rancor::Error>(&aligned).expect("valid run");
+            let mut state = state.lock().unwrap();
+            let first = *state.1.get_or_insert_with(Instant::now);
+            state.0 += run.len() as u64;
+            if state.0 == n {
+                let _ = done_tx.send(n as f64 / first.elapsed().as_secs_f64());
+            }
+        })
+        .wait()
+        .unwrap();
+    let publisher = sender
+        .declare_publisher(&key)
+        .congestion_control(zenoh::qos::CongestionControl::Block)
+        .wait()
+        .unwrap();
+    while !publisher.matching_status().wait().unwrap().matching() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let per_run = run_bytes / 8;
+    let mut run = Vec::with_capacity(per_run);
+    for x in 0..n {
+        run.push(x);
+        if run.len() == per_run || x == n - 1 {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&run).expect("archive");
+            publisher.put(bytes.into_vec()).wait().unwrap();
+            run.clear();
+        }
+    }
+    let rate = done.recv().unwrap();
+    drop(publisher);
+    sender.close().wait().unwrap();
+    receiver.close().wait().unwrap();
+    rate
+}
+
 /// Items/s from a source to a sink through a worker process (two shared
 /// memory crossings).
 fn shm_rate(n: u64) -> f64 {
@@ -285,8 +355,13 @@ fn main() {
     lines.push("|---|---|---|---|".into());
     let mut ratio_lines = Vec::new();
     let mut zenoh_medians = Vec::new();
-    for run_bytes in [4 * 1024, 64 * 1024] {
+    let sizes: Vec<usize> = std::env::var("CLUSTER_RUN_KIB")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4, 64]);
+    for run_bytes in sizes.iter().map(|k| k * 1024) {
         let (mut z, mut t, mut s, mut ratios) = (vec![], vec![], vec![], vec![]);
+        let mut raw = vec![];
         for round in 0..rounds {
             let (zr, tr) = if round % 2 == 0 {
                 let zr = zenoh_rate(n, run_bytes);
@@ -295,7 +370,8 @@ fn main() {
                 let tr = tcp_rate(n, run_bytes);
                 (zenoh_rate(n, run_bytes), tr)
             };
-            if run_bytes == 64 * 1024 {
+            raw.push(raw_zenoh_rate(n, run_bytes));
+            if run_bytes == *sizes.iter().max().unwrap() * 1024 {
                 s.push(shm_rate(n));
             }
             eprintln!(
@@ -321,12 +397,26 @@ fn main() {
         };
         zenoh_medians.push((kib, row("ringweave Zenoh edge (`run_on`)", &z)));
         row("`TcpStream`, same runs", &t);
+        row(
+            "bare Zenoh pub/sub, same runs (the floor of any Zenoh edge)",
+            &raw,
+        );
         if !s.is_empty() {
             row("shared-memory ring (via a worker: 2 crossings)", &s);
         }
         ratio_lines.push(format!(
             "- Zenoh edge / `TcpStream`, {kib} KiB runs, paired: {}",
             summary(&sorted(ratios), 2, 0.5)
+        ));
+        let floor: Vec<f64> = raw.iter().zip(&t).map(|(r, t)| r / t).collect();
+        ratio_lines.push(format!(
+            "- bare Zenoh / `TcpStream`, {kib} KiB runs (what Zenoh itself reaches of the target), paired: {}",
+            summary(&sorted(floor), 2, 0.5)
+        ));
+        let of_floor: Vec<f64> = z.iter().zip(&raw).map(|(z, r)| z / r).collect();
+        ratio_lines.push(format!(
+            "- Zenoh edge / bare Zenoh, {kib} KiB runs (ringweave's share of the gap), paired: {}",
+            summary(&sorted(of_floor), 2, 0.8)
         ));
     }
     lines.push(String::new());

@@ -163,7 +163,9 @@ impl Cluster {
     }
 
     /// Bytes of items a network run holds at most (default
-    /// [`DEFAULT_RUN_BYTES`]; at least one item travels per run). Counted
+    /// [`DEFAULT_RUN_BYTES`]; at least one item travels per run). Every
+    /// host must be given the same value: the credit window is derived
+    /// from it. Counted
     /// as `size_of::<T>()` per item: for items that own heap data
     /// (`String`, `Vec`) a run's message is larger by what they hold.
     pub fn run_bytes(mut self, bytes: usize) -> Self {
@@ -379,7 +381,8 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
                 let spec = specs[edge].take().expect("each edge is cut once");
                 // Room for a window of runs and the end: the callback
                 // never finds it full unless the sender broke its credit.
-                let (producer, messages) = ring::channel(2 * wire::WINDOW as usize);
+                let window = wire::window(cluster.run_bytes);
+                let (producer, messages) = ring::channel(2 * window as usize);
                 let overflow = Arc::new(AtomicBool::new(false));
                 run.subscriptions
                     .push(session.receive(edge, producer, Arc::clone(&overflow))?);
@@ -397,6 +400,7 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
                     messages,
                     overflow,
                     grant: Box::new(session.granter(edge)),
+                    window,
                     complete: Box::new(move |Complete { runs, items }| {
                         let _ = events.send(Event::Received { edge, runs, items });
                     }),
@@ -413,7 +417,7 @@ pub(crate) fn run(mut plan: Plan, cluster: &Cluster) -> Result<ClusterReport, Er
             if segment.last + 1 < names.len() {
                 let edge = segment.last;
                 let spec = specs[edge].take().expect("each edge is cut once");
-                let publisher = session.send(edge)?;
+                let publisher = session.send(edge, wire::window(cluster.run_bytes))?;
                 let counters = Arc::new(EdgeCounters::default());
                 seg_nodes.push(spec.net_sink(
                     format!("net→{}", names[edge + 1]),

@@ -8,7 +8,7 @@
 //! liveness — is `cluster/mod.rs`'s; these only see a [`Wire`] to send on
 //! and a ring of received messages, so the stage loops stay synchronous.
 
-use super::wire::{self, RunDecoder, RunEncoder, Tag, WINDOW};
+use super::wire::{self, RunDecoder, RunEncoder, Tag};
 use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
 use crate::latency::{StampRx, StampTx, Stamps};
@@ -242,6 +242,7 @@ pub(crate) struct NetIn {
     pub messages: Consumer<ZBytes>,
     pub overflow: Arc<AtomicBool>,
     pub grant: Box<dyn FnMut(u64) + Send>,
+    pub window: u64,
     pub complete: Box<dyn FnMut(Complete) + Send>,
     pub counters: Arc<EdgeCounters>,
 }
@@ -255,6 +256,7 @@ impl<T> NetFeed<T> {
             messages: parts.messages,
             overflow: parts.overflow,
             grant: parts.grant,
+            window: parts.window,
             complete: parts.complete,
             counters: parts.counters,
             decoder: RunDecoder::default(),
@@ -282,6 +284,8 @@ pub(crate) struct NetFeed<T> {
     pub overflow: Arc<AtomicBool>,
     /// Lets the sender have sent this many runs in all.
     pub grant: Box<dyn FnMut(u64) + Send>,
+    /// Runs granted ahead of what was read (`wire::window`).
+    pub window: u64,
     /// Told once the end of the stream has arrived.
     pub complete: Box<dyn FnMut(Complete) + Send>,
     pub counters: Arc<EdgeCounters>,
@@ -332,7 +336,8 @@ impl<T: Item> NetFeed<T> {
         // wakes this ring's reader.
         if self.overflow.load(Ordering::Acquire) {
             return Err(self.failed(format!(
-                "more than {WINDOW} runs arrived beyond the credit granted"
+                "more than {} runs arrived beyond the credit granted",
+                self.window
             )));
         }
         Ok(())
@@ -355,8 +360,8 @@ impl<T: Item> NetFeed<T> {
                 self.runs += 1;
                 // Half a window at a time: one credit message per eight
                 // runs, and the sender never runs dry while this keeps up.
-                if self.runs % (WINDOW / 2) == 0 {
-                    (self.grant)(self.runs + WINDOW);
+                if self.runs % (self.window / 2) == 0 {
+                    (self.grant)(self.runs + self.window);
                 }
                 Ok(Next::Run(run))
             }

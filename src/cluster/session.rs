@@ -16,13 +16,13 @@
 //! Flow control is by credit, not by blocking: a receiver's callback never
 //! waits (it puts the message into a ring of two windows), and the sender
 //! sends run `s` only once the receiver has granted more than `s` runs
-//! (`WINDOW` ahead of what it has handed on). A blocked callback would
+//! (`wire::window` runs ahead of what it has read). A blocked callback would
 //! stall every key on its link, and Zenoh closes a link whose blocking
 //! `put` waits more than a few seconds. Control messages (`ctl`, `ack`,
 //! `credit`) block rather than drop, at a higher priority than data.
 
 use super::net::{SendError, Wire};
-use super::wire::{self, Tag, WINDOW};
+use super::wire::{self, Tag};
 use super::{Cluster, HostStates};
 use crate::error::Error;
 use parking_lot::{Condvar, Mutex};
@@ -85,17 +85,17 @@ pub(crate) struct Credit {
     stopped: AtomicBool,
 }
 
-impl Default for Credit {
-    fn default() -> Self {
+impl Credit {
+    /// The credit of a sender that may send `window` runs before the
+    /// receiver says more.
+    fn new(window: u64) -> Self {
         Self {
-            limit: Mutex::new(WINDOW),
+            limit: Mutex::new(window),
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
         }
     }
-}
 
-impl Credit {
     fn grant(&self, limit: u64) {
         let mut current = self.limit.lock();
         if limit > *current {
@@ -292,14 +292,14 @@ impl Session {
 
     /// A publisher of edge `edge`'s messages, with the credit its
     /// receiver grants.
-    pub(crate) fn send(&self, edge: usize) -> Result<Publisher, Error> {
+    pub(crate) fn send(&self, edge: usize, window: u64) -> Result<Publisher, Error> {
         let publisher = self
             .session
             .declare_publisher(format!("{}/{edge}/0", self.prefix))
             .congestion_control(CongestionControl::Block)
             .wait()
             .map_err(|e| self.failed(format!("publishing edge {edge}"), e))?;
-        let credit = std::sync::Arc::new(Credit::default());
+        let credit = std::sync::Arc::new(Credit::new(window));
         let granted = std::sync::Arc::clone(&credit);
         let subscriber = self
             .session

@@ -15,9 +15,17 @@ use ringweave_ipc::Record;
 use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 
-/// Runs a receiver grants ahead of what it has handed on: what it may
-/// hold at once (16 runs of at most `run_bytes` each).
-pub(crate) const WINDOW: u64 = 16;
+/// Bytes of runs a receiver grants ahead of what it has read: what may be
+/// in flight on one edge. Small runs get more of them, so a credit round
+/// trip (tens of µs) does not throttle the sender.
+const WINDOW_BYTES: usize = 8 << 20;
+
+/// Runs a receiver grants ahead of what it has read, for runs of at most
+/// `run_bytes`: 2 MiB of them, at least 16, at most 1024. Every host
+/// computes it from the same `Cluster::run_bytes`.
+pub(crate) fn window(run_bytes: usize) -> u64 {
+    (WINDOW_BYTES / run_bytes.max(1)).clamp(16, 1024) as u64
+}
 
 /// Bytes before a message's body.
 pub(crate) const HEADER: usize = 16;
