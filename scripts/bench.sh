@@ -209,7 +209,7 @@ note  "Where the checkpointing cost goes (measured while choosing the defaults):
 
 bench cluster cluster "Cluster: a network edge over Zenoh against a TcpStream and shared memory"
 extra extra.json
-note  "Its own harness (`benches/cluster.rs`), not criterion. Both hosts are peer sessions of the bench process on 127.0.0.1 (so both share this VM's two cores: five busy threads for the Zenoh edge — source, network sink, receiving thread, input source, sink — against the TcpStream contender's two). Rates are timed at the receiving sink, first item to last; contenders alternate within a round and ratios are per round. The shared-memory row crosses twice (parent → worker → parent)."
+note  "Its own harness (`benches/cluster.rs`), not criterion. Both hosts are peer sessions of the bench process on 127.0.0.1, so both share this VM's two cores: four pipeline threads for the Zenoh edge (source, network sink; network source, sink) beside Zenoh's tasks, against the TcpStream contender's two and bare Zenoh's one publisher thread and one callback. Rates are timed at the receiving sink, first item to last; contenders alternate within a round and ratios are per round. The shared-memory row crosses twice (parent → worker → parent)."
 EOF
 )
 
