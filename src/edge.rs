@@ -19,11 +19,11 @@ use ringweave_ipc::wait::WaitStrategy;
 use std::marker::PhantomData;
 #[cfg(feature = "cluster")]
 use {
-    crate::cluster::net::{EdgeCounters, NetFeed, NetIn, NetSinkStage, Outgoing, Wire},
+    crate::cluster::net::{EdgeCounters, NetFeed, NetIn, Outgoing, Wire},
     crate::cluster::wire::RunEncoder,
     crate::latency::Stamps,
     crate::source::SourceStage,
-    crate::stage::Tally,
+    crate::stage::{SinkStage, Tally},
     crate::transport::{Rx, Tx},
 };
 
@@ -262,13 +262,9 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
 
     #[cfg(feature = "cluster")]
     fn net_sink(&self, name: String, out: NetOut) -> Box<dyn ErasedStage> {
-        Box::new(NetSinkStage::<T> {
-            name,
-            input: Rx::default(),
-            tally: Tally::default(),
-            skip: 0,
-            stamps: Stamps::default(),
-            out: Outgoing {
+        Box::new(SinkStage::<T, _> {
+            f: Outgoing {
+                name,
                 host: out.host,
                 edge: out.edge,
                 wire: out.wire,
@@ -279,6 +275,10 @@ impl<T: Item> EdgeSpec for TypedEdge<T> {
                 runs: 0,
                 sent: 0,
             },
+            input: Rx::default(),
+            tally: Tally::default(),
+            skip: 0,
+            stamps: Stamps::default(),
         })
     }
 

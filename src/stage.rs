@@ -376,8 +376,16 @@ pub(crate) fn run_sink<T>(
 
 /// Where a sink's items go: the user's closure, or a network edge's runs.
 pub(crate) trait Deliver<T> {
+    /// The sink stage's name.
+    fn name(&self) -> &str {
+        "sink"
+    }
     /// Takes one item.
     fn deliver(&mut self, item: T);
+    /// At the end of the stream, once every item was delivered.
+    fn finish(&mut self, _control: &StageControl) -> Result<(), StageExit> {
+        Ok(())
+    }
     /// After each batch: `more()` says whether items are readable right
     /// now (a load, made only if asked). A sink that gathers items into
     /// larger units sends them on here once its input is drained, so it
@@ -704,7 +712,8 @@ where
     }
 }
 
-/// The sink: hands every item to the user's closure.
+/// The sink: hands every item to the user's closure (or, ending a
+/// segment of a cluster run, to a network edge).
 pub(crate) struct SinkStage<T, F> {
     pub f: F,
     pub input: Rx<T>,
@@ -718,10 +727,10 @@ pub(crate) struct SinkStage<T, F> {
 impl<T, F> ErasedStage for SinkStage<T, F>
 where
     T: Item,
-    F: FnMut(T) + Send + 'static,
+    F: Deliver<T> + Send + 'static,
 {
     fn name(&self) -> &str {
-        "sink"
+        self.f.name()
     }
 
     fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
@@ -731,10 +740,14 @@ where
             &mut self.skip,
             &mut self.stamps,
         );
-        match self.input.active() {
+        let exit = match self.input.active() {
             Some(Transport::Heap(input)) => run_sink(f, input, tally, skip, stamps, ctx),
             Some(Transport::Shm(input)) => run_sink(f, input, tally, skip, stamps, ctx),
             None => StageExit::Aborted,
+        };
+        match exit {
+            StageExit::Finished => f.finish(ctx.control).map_or_else(|e| e, |()| exit),
+            exit => exit,
         }
     }
 
@@ -760,7 +773,7 @@ where
 
     fn attach_shm(&mut self, input: Option<Erased<End>>, _output: Option<Erased<End>>) {
         if let Some(input) = input {
-            self.input.attach(shm_in(input, "sink"));
+            self.input.attach(shm_in(input, self.f.name()));
         }
     }
 

@@ -7,7 +7,7 @@
 //! hosts and runs its *segments* — maximal runs of its own stages — as
 //! ordinary pipelines (threads, or hybrid/distributed on that host): the
 //! sending side of a cut ends its segment with a network sink
-//! (`net.rs`'s `NetSinkStage`) that sends numbered rkyv runs on the key
+//! (a sink stage whose items go to `net.rs`'s `Outgoing`) that sends numbered rkyv runs on the key
 //! `ringweave/<name>/<edge>/0`; the receiving side starts its segment with
 //! a source that reads those messages and validates each run. Around them
 //! this module keeps the session: who is up (liveliness tokens), who is

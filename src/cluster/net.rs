@@ -1,6 +1,6 @@
-//! The two ends of a network edge, as the engine sees them: the stage that
-//! ends the sending host's segment ([`NetSinkStage`], a sink whose items
-//! leave as numbered runs) and the feed of the source that starts the
+//! The two ends of a network edge, as the engine sees them: what the sink
+//! stage ending the sending host's segment delivers to ([`Outgoing`]: its
+//! items leave as numbered runs) and the feed of the source that starts the
 //! receiving host's segment ([`NetFeed`], which validates each run and
 //! writes its items into the source's output).
 //!
@@ -9,14 +9,12 @@
 //! and a ring of received messages, so the stage loops stay synchronous.
 
 use super::wire::{self, RunDecoder, RunEncoder, Tag};
-use crate::erased::{End, Erased, ErasedMut};
 use crate::item::Item;
-use crate::latency::{StampRx, StampTx, Stamps};
+use crate::latency::Stamps;
 use crate::port::StageExit;
 use crate::port::{await_room, boundary, drain, exit_of, interrupted, Outbox};
 use crate::source::Feed;
-use crate::stage::{run_sink, shm_in, Ctx, Deliver, ErasedStage, Tally};
-use crate::transport::{Rx, Transport};
+use crate::stage::{Ctx, Deliver, Tally};
 use crate::Error;
 use ringweave_ipc::control::StageControl;
 use ringweave_ipc::ring::{Consumer, RingWaker, WaitOutcome};
@@ -61,6 +59,8 @@ impl EdgeCounters {
 
 /// Items on their way out of a network edge's sending end.
 pub(crate) struct Outgoing<T> {
+    /// The stage's name: `net→<the stage it feeds>`.
+    pub name: String,
     /// This host's index, for errors.
     pub host: usize,
     /// The edge, for errors: `from → to (host h)`.
@@ -97,15 +97,6 @@ impl<T: Item> Outgoing<T> {
         Ok(())
     }
 
-    /// Sends what is held, then the end of the stream; only an abort
-    /// interrupts it.
-    fn finish(&mut self, control: &StageControl) -> Result<(), StageExit> {
-        let aborted = || control.is_aborted();
-        self.send_held(&aborted).map_err(|e| self.failed(e))?;
-        let end = wire::message(Tag::End, self.runs, &self.sent.to_le_bytes());
-        self.wire.send(end, &aborted).map_err(|e| self.failed(e))
-    }
-
     fn failed(&self, error: SendError) -> StageExit {
         match error {
             SendError::Interrupted => StageExit::Aborted,
@@ -118,9 +109,22 @@ impl<T: Item> Outgoing<T> {
 }
 
 impl<T: Item> Deliver<T> for Outgoing<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     #[inline]
     fn deliver(&mut self, item: T) {
         self.held.push(item);
+    }
+
+    /// Sends what is held, then the end of the stream; only an abort
+    /// interrupts it.
+    fn finish(&mut self, control: &StageControl) -> Result<(), StageExit> {
+        let aborted = || control.is_aborted();
+        self.send_held(&aborted).map_err(|e| self.failed(e))?;
+        let end = wire::message(Tag::End, self.runs, &self.sent.to_le_bytes());
+        self.wire.send(end, &aborted).map_err(|e| self.failed(e))
     }
 
     // A run leaves when it is full, when the input has nothing more for
@@ -145,87 +149,6 @@ impl<T: Item> Deliver<T> for Outgoing<T> {
     }
 }
 
-/// The last stage of a segment whose next stage runs on another host.
-pub(crate) struct NetSinkStage<T> {
-    /// `net→<stage>`: the stage it feeds.
-    pub name: String,
-    pub input: Rx<T>,
-    pub tally: Tally,
-    pub skip: u64,
-    pub stamps: Stamps,
-    pub out: Outgoing<T>,
-}
-
-impl<T: Item> ErasedStage for NetSinkStage<T> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn run(&mut self, ctx: &Ctx<'_>) -> StageExit {
-        let (out, tally, skip, stamps) = (
-            &mut self.out,
-            &mut self.tally,
-            &mut self.skip,
-            &mut self.stamps,
-        );
-        let exit = match self.input.active() {
-            Some(Transport::Heap(input)) => run_sink(out, input, tally, skip, stamps, ctx),
-            Some(Transport::Shm(input)) => run_sink(out, input, tally, skip, stamps, ctx),
-            None => StageExit::Aborted,
-        };
-        match exit {
-            StageExit::Finished => match out.finish(ctx.control) {
-                Ok(()) => exit,
-                Err(failed) => failed,
-            },
-            // A paused stage keeps its run (see `after_batch`).
-            StageExit::Paused | StageExit::Aborted | StageExit::Failed(_) => exit,
-        }
-    }
-
-    fn set_stamps(&mut self, rx: Option<StampRx>, tx: Option<StampTx>) {
-        self.stamps.replace(rx, tx);
-    }
-
-    fn set_input(&mut self, input: Erased<End>) {
-        self.input.set_heap(input.open());
-    }
-
-    fn set_output(&mut self, _output: Erased<End>) {
-        unreachable!("a network edge's sending end has no ring output")
-    }
-
-    fn ring_input(&mut self) -> Option<ErasedMut<'_, End>> {
-        self.input.heap_mut().map(ErasedMut::new)
-    }
-
-    fn ring_output(&mut self) -> Option<ErasedMut<'_, End>> {
-        None
-    }
-
-    fn attach_shm(&mut self, input: Option<Erased<End>>, _output: Option<Erased<End>>) {
-        if let Some(input) = input {
-            self.input.attach(shm_in(input, &self.name));
-        }
-    }
-
-    fn detach_shm(&mut self) {
-        self.input.detach();
-    }
-
-    fn tally_mut(&mut self) -> &mut Tally {
-        &mut self.tally
-    }
-
-    fn position(&self) -> Option<u64> {
-        Some(self.tally.items_in - self.skip.min(self.tally.items_in))
-    }
-
-    fn rewind(&mut self, position: u64) {
-        self.skip = self.tally.items_in.saturating_sub(position);
-    }
-}
-
 /// The end of an edge's stream arrived: what came over it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Complete {
@@ -239,26 +162,25 @@ pub(crate) struct NetIn {
     pub edge: String,
     /// The sending host.
     pub peer: usize,
+    /// Filled by the Zenoh callback.
     pub messages: Consumer<ZBytes>,
+    /// Set by the callback if a message found the ring full (a sender
+    /// that ignored its credit).
     pub overflow: Arc<AtomicBool>,
+    /// Lets the sender have sent this many runs in all.
     pub grant: Box<dyn FnMut(u64) + Send>,
+    /// Runs granted ahead of what was read (`wire::window`).
     pub window: u64,
+    /// Told once the end of the stream has arrived.
     pub complete: Box<dyn FnMut(Complete) + Send>,
     pub counters: Arc<EdgeCounters>,
 }
 
 impl<T> NetFeed<T> {
-    /// The feed of `parts`' edge.
-    pub(crate) fn new(parts: NetIn) -> Self {
+    /// The feed of `input`'s edge.
+    pub(crate) fn new(input: NetIn) -> Self {
         Self {
-            edge: parts.edge,
-            peer: parts.peer,
-            messages: parts.messages,
-            overflow: parts.overflow,
-            grant: parts.grant,
-            window: parts.window,
-            complete: parts.complete,
-            counters: parts.counters,
+            input,
             decoder: RunDecoder::default(),
             pending: Vec::new().into_iter(),
             runs: 0,
@@ -274,21 +196,7 @@ impl<T> NetFeed<T> {
 /// validated and numbered here, and their items go straight into the
 /// source's output — no thread or ring between the wire and the segment.
 pub(crate) struct NetFeed<T> {
-    /// The edge, for errors.
-    pub edge: String,
-    /// The sending host.
-    pub peer: usize,
-    pub messages: Consumer<ZBytes>,
-    /// Set by the callback if a message found the ring full (a sender
-    /// that ignored its credit).
-    pub overflow: Arc<AtomicBool>,
-    /// Lets the sender have sent this many runs in all.
-    pub grant: Box<dyn FnMut(u64) + Send>,
-    /// Runs granted ahead of what was read (`wire::window`).
-    pub window: u64,
-    /// Told once the end of the stream has arrived.
-    pub complete: Box<dyn FnMut(Complete) + Send>,
-    pub counters: Arc<EdgeCounters>,
+    pub input: NetIn,
     pub decoder: RunDecoder,
     /// The items of the current run not yet handed on.
     pub pending: std::vec::IntoIter<T>,
@@ -309,13 +217,14 @@ impl<T: Item> NetFeed<T> {
     /// Waits for the next message, interruptibly, and reads it.
     fn next(&mut self, control: &StageControl) -> Result<Next<T>, StageExit> {
         loop {
-            if let Ok(message) = self.messages.pop() {
+            if let Ok(message) = self.input.messages.pop() {
                 return self
                     .read(&message.to_bytes())
                     .map_err(|reason| self.failed(reason));
             }
             self.check_overflow()?;
             match self
+                .input
                 .messages
                 .wait_for_items(1, None, || control.interrupted())
             {
@@ -334,10 +243,10 @@ impl<T: Item> NetFeed<T> {
     fn check_overflow(&self) -> Result<(), StageExit> {
         // Acquire: pairs with the callback's Release store, made before it
         // wakes this ring's reader.
-        if self.overflow.load(Ordering::Acquire) {
+        if self.input.overflow.load(Ordering::Acquire) {
             return Err(self.failed(format!(
                 "more than {} runs arrived beyond the credit granted",
-                self.window
+                self.input.window
             )));
         }
         Ok(())
@@ -355,13 +264,13 @@ impl<T: Item> NetFeed<T> {
         match header.tag {
             Tag::Run => {
                 let run = self.decoder.decode::<T>(bytes)?;
-                self.counters.add(run.len(), bytes.len());
+                self.input.counters.add(run.len(), bytes.len());
                 self.items += run.len() as u64;
                 self.runs += 1;
                 // Half a window at a time: one credit message per eight
                 // runs, and the sender never runs dry while this keeps up.
-                if self.runs % (self.window / 2) == 0 {
-                    (self.grant)(self.runs + self.window);
+                if self.runs % (self.input.window / 2) == 0 {
+                    (self.input.grant)(self.runs + self.input.window);
                 }
                 Ok(Next::Run(run))
             }
@@ -381,8 +290,8 @@ impl<T: Item> NetFeed<T> {
 
     fn failed(&self, reason: String) -> StageExit {
         StageExit::Failed(Error::Cluster {
-            host: self.peer,
-            reason: format!("edge {}: {reason}", self.edge),
+            host: self.input.peer,
+            reason: format!("edge {}: {reason}", self.input.edge),
         })
     }
 }
@@ -409,7 +318,7 @@ impl<T: Item> Feed<T> for NetFeed<T> {
                     Next::Run(run) => self.pending = run.into_iter(),
                     Next::End => {
                         self.ended = true;
-                        (self.complete)(Complete {
+                        (self.input.complete)(Complete {
                             runs: self.runs,
                             items: self.items,
                         });
@@ -442,6 +351,6 @@ impl<T: Item> Feed<T> for NetFeed<T> {
     }
 
     fn waker(&self) -> Option<RingWaker> {
-        Some(self.messages.waker())
+        Some(self.input.messages.waker())
     }
 }
