@@ -327,19 +327,29 @@ fn host_process() {
 // ------------------------------------------------------------- the harness
 
 /// Free loopback ports (bound and released: good enough on a test machine).
+/// Free loopback ports below the kernel's ephemeral range (32768 and up
+/// by default), so that no outgoing connection — Zenoh dials and redials —
+/// takes one between this check and the host's bind.
 fn free_ports(n: usize) -> Vec<String> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| format!("tcp/127.0.0.1:{}", l.local_addr().unwrap().port()))
-        .collect()
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut ports = Vec::new();
+    let mut held = Vec::new();
+    while ports.len() < n {
+        let port: u16 = rng.gen_range(20_000..32_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+            ports.push(format!("tcp/127.0.0.1:{port}"));
+        }
+    }
+    ports
 }
 
 /// The host processes of one test: killed and reaped on drop.
 struct Hosts {
     children: Vec<Child>,
+    /// Lines `await_line` read past, for `wait`.
+    seen: Vec<(usize, String)>,
     /// The file a "recover" case's worker makes before it kills itself.
     flag: std::path::PathBuf,
     /// Each host's stderr lines, as they come.
@@ -384,6 +394,7 @@ impl Hosts {
         }
         Self {
             children,
+            seen: Vec::new(),
             lines,
             flag,
         }
@@ -416,21 +427,27 @@ impl Hosts {
         out.into_iter().map(|(c, s)| (c.unwrap(), s)).collect()
     }
 
-    fn drain_lines(&self, out: &mut [(Option<i32>, String)]) {
-        for (host, line) in self.lines.try_iter() {
+    fn drain_lines(&mut self, out: &mut [(Option<i32>, String)]) {
+        let seen = std::mem::take(&mut self.seen);
+        for (host, line) in seen.into_iter().chain(self.lines.try_iter()) {
             out[host].1.push_str(&line);
             out[host].1.push('\n');
         }
     }
 
     /// Waits for a line from `host`.
-    fn await_line(&self, host: usize, text: &str) {
+    fn await_line(&mut self, host: usize, text: &str) {
         let deadline = Instant::now() + HOST_BOUND;
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(wait) {
-                Ok((h, line)) if h == host && line.contains(text) => return,
-                Ok(_) => {}
+                Ok((h, line)) => {
+                    let found = h == host && line.contains(text);
+                    self.seen.push((h, line));
+                    if found {
+                        return;
+                    }
+                }
                 Err(_) => panic!("host {host} never printed `{text}`"),
             }
         }
@@ -584,7 +601,7 @@ fn a_killed_host_fails_the_others_naming_it() {
 
 #[test]
 fn a_panic_on_one_host_fails_every_host_with_it() {
-    let hosts = Hosts::start("panic", &[(2, "CLUSTER_PANIC", "1")]);
+    let mut hosts = Hosts::start("panic", &[(2, "CLUSTER_PANIC", "1")]);
     hosts.await_line(1, "RUNNING");
     let results = hosts.wait();
     for (host, (code, stderr)) in results.iter().enumerate() {
@@ -658,38 +675,60 @@ fn absurd_cluster_configurations_are_refused_before_anything_starts() {
     assert_eq!(field(tee).0, "cluster");
 }
 
+/// The body of `the_environment_describes_a_cluster`'s processes: the
+/// variables are set for them, so no test thread calls `set_var` while
+/// another runs Zenoh.
+#[test]
+fn env_process() {
+    if std::env::var("CLUSTER_ENV_CASE").is_err() {
+        return;
+    }
+    match Cluster::from_env() {
+        Ok(cluster) => eprintln!("OK host={} hosts={}", cluster.host(), cluster.hosts()),
+        Err(Error::InvalidConfig { field, reason }) => eprintln!("ERR {field}: {reason}"),
+        Err(other) => eprintln!("OTHER {other}"),
+    }
+    std::process::exit(0);
+}
+
 #[test]
 fn the_environment_describes_a_cluster() {
-    // Only this test touches these variables.
-    std::env::set_var("RINGWEAVE_CLUSTER_HOST", "1");
-    std::env::set_var(
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", "env_process", "--nocapture", "--test-threads=1"])
+            .env("CLUSTER_ENV_CASE", "1")
+            .env_remove("RINGWEAVE_CLUSTER_HOST")
+            .env_remove("RINGWEAVE_CLUSTER_PEERS")
+            .env_remove("RINGWEAVE_CLUSTER_PLACE");
+        for (key, value) in vars {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let peers = (
         "RINGWEAVE_CLUSTER_PEERS",
         "tcp/127.0.0.1:7001, tcp/127.0.0.1:7002",
     );
-    std::env::set_var("RINGWEAVE_CLUSTER_PLACE", "double=1,sink=1");
-    let cluster = Cluster::from_env().unwrap();
-    assert_eq!((cluster.host(), cluster.hosts()), (1, 2));
-    std::env::set_var("RINGWEAVE_CLUSTER_PLACE", "double:1");
-    match Cluster::from_env() {
-        Err(Error::InvalidConfig { field, reason }) => {
-            assert_eq!(field, "RINGWEAVE_CLUSTER_PLACE");
-            assert!(reason.contains("double:1"), "{reason}");
-        }
-        other => panic!("{other:?}"),
-    }
-    std::env::set_var("RINGWEAVE_CLUSTER_HOST", "one");
-    assert!(matches!(
-        Cluster::from_env(),
-        Err(Error::InvalidConfig {
-            field: "RINGWEAVE_CLUSTER_HOST",
-            ..
-        })
-    ));
-    for var in [
-        "RINGWEAVE_CLUSTER_HOST",
-        "RINGWEAVE_CLUSTER_PEERS",
-        "RINGWEAVE_CLUSTER_PLACE",
-    ] {
-        std::env::remove_var(var);
-    }
+    let out = run(&[
+        ("RINGWEAVE_CLUSTER_HOST", "1"),
+        peers,
+        ("RINGWEAVE_CLUSTER_PLACE", "double=1,sink=1"),
+    ]);
+    assert!(out.contains("OK host=1 hosts=2"), "{out}");
+    let out = run(&[
+        ("RINGWEAVE_CLUSTER_HOST", "1"),
+        peers,
+        ("RINGWEAVE_CLUSTER_PLACE", "double:1"),
+    ]);
+    assert!(
+        out.contains("ERR RINGWEAVE_CLUSTER_PLACE") && out.contains("double:1"),
+        "{out}"
+    );
+    let out = run(&[("RINGWEAVE_CLUSTER_HOST", "one"), peers]);
+    assert!(out.contains("ERR RINGWEAVE_CLUSTER_HOST"), "{out}");
+    let out = run(&[("RINGWEAVE_CLUSTER_HOST", "0")]);
+    assert!(out.contains("ERR RINGWEAVE_CLUSTER_PEERS"), "{out}");
 }
