@@ -138,6 +138,8 @@ fn absurd_recovery_settings_are_rejected() {
 /// `max_restarts(u32::MAX)` is a valid, if generous, limit: the run works.
 #[test]
 fn the_largest_max_restarts_runs() {
+    // It runs pipelines: not beside a test that counts threads.
+    let _serial = serial();
     for mode in modes() {
         let report = summing().mode(mode).max_restarts(u32::MAX).run().unwrap();
         assert!(report.recoveries.is_empty());

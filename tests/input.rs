@@ -134,6 +134,7 @@ fn push_after_failure_fails_at_once() {
 
 #[test]
 fn input_of_a_dropped_pipeline_is_closed() {
+    let _serial = serial();
     let (mut input, pipeline) = Pipeline::<u64>::with_input();
     input.push(1).unwrap();
     drop(pipeline);
@@ -146,6 +147,9 @@ fn input_of_a_dropped_pipeline_is_closed() {
 /// pipeline starts taking items.
 #[test]
 fn full_input_hands_items_back_and_backpressures() {
+    // It runs a pipeline: not beside a test that counts threads (found
+    // when `no_item_waits_for_a_batch_to_fill` saw its threads in CI).
+    let _serial = serial();
     let (mut input, pipeline) = Pipeline::<u64>::with_input();
     let capacity = input.capacity() as u64;
     for x in 0..capacity {
