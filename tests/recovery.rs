@@ -335,18 +335,27 @@ fn past_the_limit_the_run_fails_naming_the_stage() {
 
 /// A panic is a bug: it fails the run at once, however many restarts are
 /// allowed.
-#[test]
-fn a_panic_is_not_restarted() {
-    let _serial = serial();
-    let result = Pipeline::from_iter(0..100_000u64)
-        .map("boom", |x: u64| {
-            assert!(x != 5_000, "item 5000 is cursed");
-            x
-        })
+/// 100 000 items through the stage `name` doing `f`, distributed with
+/// restarts allowed: how the run ends.
+fn run_restartable(
+    name: &str,
+    f: impl Fn(u64) -> u64 + Send + Sync + 'static,
+) -> Result<ringweave::RunReport, Error> {
+    Pipeline::from_iter(0..100_000u64)
+        .map(name, f)
         .mode(ExecutionMode::Distributed)
         .max_restarts(5)
         .sink(|_| {})
-        .run();
+        .run()
+}
+
+#[test]
+fn a_panic_is_not_restarted() {
+    let _serial = serial();
+    let result = run_restartable("boom", |x| {
+        assert!(x != 5_000, "item 5000 is cursed");
+        x
+    });
     match result {
         Err(Error::StagePanicked { stage, message }) => {
             assert_eq!(stage, "boom");
@@ -541,17 +550,12 @@ fn a_checkpoint_that_cannot_succeed_fails_the_run() {
 #[test]
 fn an_abort_is_not_restarted() {
     let _serial = serial();
-    let result = Pipeline::from_iter(0..100_000u64)
-        .map("abort", |x: u64| {
-            if x == 5_000 {
-                std::process::abort();
-            }
-            x
-        })
-        .mode(ExecutionMode::Distributed)
-        .max_restarts(5)
-        .sink(|_| {})
-        .run();
+    let result = run_restartable("abort", |x| {
+        if x == 5_000 {
+            std::process::abort();
+        }
+        x
+    });
     match result {
         Err(Error::WorkerCrashed { stage, exit, .. }) => {
             assert_eq!(stage, "abort");

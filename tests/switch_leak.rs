@@ -56,6 +56,32 @@ fn per_switch() -> i64 {
         as i64
 }
 
+/// What `n` calls of `step` leave behind, after 10 calls to warm up
+/// (first-use allocations — thread names, the fence registration,
+/// telemetry buffers — happen in the first few).
+struct Growth {
+    /// Bytes of live heap.
+    heap: i64,
+    fds_before: usize,
+    fds_after: usize,
+}
+
+fn growth(n: usize, mut step: impl FnMut()) -> Growth {
+    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    for _ in 0..10 {
+        step();
+    }
+    let (before, fds_before) = (LIVE.load(Ordering::Relaxed), descriptors());
+    for _ in 0..n {
+        step();
+    }
+    Growth {
+        heap: LIVE.load(Ordering::Relaxed) - before,
+        fds_before,
+        fds_after: descriptors(),
+    }
+}
+
 /// Out and back, both completed.
 fn switch_pair(handle: &ringweave::PipelineHandle) {
     for to in [Mode::Distributed, Mode::InProcess] {
@@ -78,18 +104,8 @@ fn live_heap_is_flat_over_100_switch_pairs() {
         .sink(sink)
         .spawn()
         .unwrap();
-    let pair = || switch_pair(&handle);
-    // Warm up: first-use allocations (thread names, the fence registration,
-    // telemetry buffers) happen in the first few switches.
-    for _ in 0..10 {
-        pair();
-    }
-    let before = LIVE.load(Ordering::Relaxed);
     let pairs = 100;
-    for _ in 0..pairs {
-        pair();
-    }
-    let after = LIVE.load(Ordering::Relaxed);
+    let grown = growth(pairs, || switch_pair(&handle)).heap;
     fast.store(true, Ordering::Relaxed);
     let report = join_bounded(handle).unwrap();
     assert_eq!(report.switches.len(), 2 * (10 + pairs));
@@ -101,7 +117,6 @@ fn live_heap_is_flat_over_100_switch_pairs() {
     // hundred bytes of noise from buffers that happen to be live.
     let per_switch = per_switch();
     let allowed = 2 * per_switch * 2 * pairs as i64 + 512;
-    let grown = after - before;
     println!(
         "live heap grew {grown} bytes over {pairs} switch pairs \
          ({} per pair; switch records account for {} per pair)",
@@ -157,17 +172,12 @@ fn live_heap_and_descriptors_are_flat_over_graph_switches() {
         })
         .spawn()
         .unwrap();
-    let pair = || switch_pair(&handle);
-    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    for _ in 0..10 {
-        pair();
-    }
-    let (before, fds_before) = (LIVE.load(Ordering::Relaxed), descriptors());
     let pairs = 100;
-    for _ in 0..pairs {
-        pair();
-    }
-    let (after, fds_after) = (LIVE.load(Ordering::Relaxed), descriptors());
+    let Growth {
+        heap: grown,
+        fds_before,
+        fds_after,
+    } = growth(pairs, || switch_pair(&handle));
     fast.store(true, Ordering::Relaxed);
     join_bounded(handle).unwrap();
     ringweave::always_split(false);
@@ -190,7 +200,6 @@ fn live_heap_and_descriptors_are_flat_over_graph_switches() {
     );
     let per_switch = per_switch();
     let allowed = 2 * per_switch * 2 * pairs as i64 + 512;
-    let grown = after - before;
     println!("graph: live heap grew {grown} bytes over {pairs} switch pairs");
     assert!(
         grown <= allowed,
@@ -220,7 +229,7 @@ fn live_heap_and_descriptors_are_flat_over_recoveries() {
         .spawn()
         .unwrap();
     let mut kills = 0;
-    let mut cycle = || {
+    let cycle = || {
         let event = handle.switch_to(Mode::Distributed).unwrap();
         assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
         let pids = handle.worker_pids();
@@ -232,16 +241,12 @@ fn live_heap_and_descriptors_are_flat_over_recoveries() {
         let event = handle.switch_to(Mode::InProcess).unwrap();
         assert_eq!(event.outcome, SwitchOutcome::Completed, "{event:?}");
     };
-    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    for _ in 0..10 {
-        cycle();
-    }
-    let (before, fds_before) = (LIVE.load(Ordering::Relaxed), descriptors());
     let cycles = 50;
-    for _ in 0..cycles {
-        cycle();
-    }
-    let (after, fds_after) = (LIVE.load(Ordering::Relaxed), descriptors());
+    let Growth {
+        heap: grown,
+        fds_before,
+        fds_after,
+    } = growth(cycles, cycle);
     fast.store(true, Ordering::Relaxed);
     let report = join_bounded(handle).unwrap();
     assert_eq!(report.recoveries.len(), 10 + cycles);
@@ -263,7 +268,6 @@ fn live_heap_and_descriptors_are_flat_over_recoveries() {
     let per_switch = per_switch();
     let per_recovery = 2 * (std::mem::size_of::<ringweave::RecoveryEvent>() as i64 + 128);
     let allowed = 2 * (2 * per_switch + per_recovery) * cycles as i64 + 512;
-    let grown = after - before;
     println!("recoveries: live heap grew {grown} bytes over {cycles} cycles (allowed {allowed})");
     assert!(
         grown <= allowed,

@@ -147,15 +147,41 @@ fn index_of(key: &str) -> Option<usize> {
     key.rsplit('/').next()?.parse().ok()
 }
 
+/// A failure of this host's session: `what` was being done.
+fn session_error(host: usize, what: &str, e: zenoh::Error) -> Error {
+    Error::Cluster {
+        host,
+        reason: format!("{what}: {e}"),
+    }
+}
+
+/// Subscribes to `key` (ending in `*`): each message's key index and bytes
+/// become an event, if `decode` makes one of them.
+fn watch_key(
+    session: &zenoh::Session,
+    key: String,
+    events: mpsc::Sender<Event>,
+    decode: impl Fn(usize, &[u8]) -> Option<Event> + Send + Sync + 'static,
+) -> zenoh::Result<zenoh::pubsub::Subscriber<()>> {
+    session
+        .declare_subscriber(key)
+        .callback(move |sample| {
+            let Some(index) = index_of(sample.key_expr().as_str()) else {
+                return;
+            };
+            if let Some(event) = decode(index, &sample.payload().to_bytes()) {
+                let _ = events.send(event);
+            }
+        })
+        .wait()
+}
+
 impl Session {
     /// Opens this host's session: listens on its locator, dials every
     /// host before it, no scouting; declares its liveliness token and
     /// watches the others', the control keys and the acknowledgements.
     pub(crate) fn open(cluster: &Cluster, events: mpsc::Sender<Event>) -> Result<Self, Error> {
-        let failed = |what: &str, e: zenoh::Error| Error::Cluster {
-            host: cluster.host,
-            reason: format!("{what}: {e}"),
-        };
+        let failed = |what: &str, e| session_error(cluster.host, what, e);
         let quote = |ls: &[String]| {
             let quoted: Vec<String> = ls.iter().map(|l| format!("\"{l}\"")).collect();
             format!("[{}]", quoted.join(","))
@@ -202,42 +228,24 @@ impl Session {
                 .wait()
                 .map_err(|e| failed("watching the hosts", e))?,
         );
-        let tx = events.clone();
+        let control = |host, bytes: &[u8]| match wire::header(bytes).map(|h| h.tag) {
+            Ok(Tag::Done) => Some(Event::Done(host)),
+            Ok(Tag::Abort) => Some(Event::Abort {
+                host,
+                reason: String::from_utf8_lossy(&bytes[wire::HEADER..]).into_owned(),
+            }),
+            _ => None,
+        };
         watch.push(
-            session
-                .declare_subscriber(format!("{prefix}/ctl/*"))
-                .callback(move |sample| {
-                    let Some(host) = index_of(sample.key_expr().as_str()) else {
-                        return;
-                    };
-                    let bytes = sample.payload().to_bytes();
-                    let event = match wire::header(&bytes).map(|h| h.tag) {
-                        Ok(Tag::Done) => Event::Done(host),
-                        Ok(Tag::Abort) => Event::Abort {
-                            host,
-                            reason: String::from_utf8_lossy(&bytes[wire::HEADER..]).into_owned(),
-                        },
-                        _ => return,
-                    };
-                    let _ = tx.send(event);
-                })
-                .wait()
+            watch_key(&session, format!("{prefix}/ctl/*"), events.clone(), control)
                 .map_err(|e| failed("watching the control keys", e))?,
         );
-        let tx = events;
+        let ack = |edge, bytes: &[u8]| {
+            let items = wire::body_u64(bytes).ok()?;
+            Some(Event::Ack { edge, items })
+        };
         watch.push(
-            session
-                .declare_subscriber(format!("{prefix}/ack/*"))
-                .callback(move |sample| {
-                    let Some(edge) = index_of(sample.key_expr().as_str()) else {
-                        return;
-                    };
-                    let bytes = sample.payload().to_bytes();
-                    if let Ok(items) = wire::body_u64(&bytes) {
-                        let _ = tx.send(Event::Ack { edge, items });
-                    }
-                })
-                .wait()
+            watch_key(&session, format!("{prefix}/ack/*"), events, ack)
                 .map_err(|e| failed("watching the acknowledgements", e))?,
         );
         // Declared after the subscriptions: a host that sees this token
@@ -258,10 +266,7 @@ impl Session {
     }
 
     fn failed(&self, what: String, e: zenoh::Error) -> Error {
-        Error::Cluster {
-            host: self.host,
-            reason: format!("{what}: {e}"),
-        }
+        session_error(self.host, &what, e)
     }
 
     /// Receives edge `edge`'s messages into `into`, never waiting: the
@@ -325,7 +330,7 @@ impl Session {
         let session = self.session.clone();
         let key = format!("{}/credit/{edge}", self.prefix);
         move |limit| {
-            let message = wire::message(Tag::Ack, 0, &limit.to_le_bytes());
+            let message = wire::message(Tag::Credit, 0, &limit.to_le_bytes());
             let _ = session
                 .put(&key, message)
                 .congestion_control(CongestionControl::Block)

@@ -47,6 +47,9 @@ pub(crate) enum Tag {
     /// The receiver of an edge took its end: the body is the items it
     /// received (`u64`), `seq` the runs.
     Ack = 5,
+    /// The receiver of an edge lets the sender have sent the body's number
+    /// of runs (`u64`) in all.
+    Credit = 6,
 }
 
 /// A message's header, parsed.
@@ -84,6 +87,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header, String> {
         3 => Tag::Done,
         4 => Tag::Abort,
         5 => Tag::Ack,
+        6 => Tag::Credit,
         other => return Err(format!("a message with unknown tag {other}")),
     };
     let mut seq = [0; 8];
