@@ -210,6 +210,10 @@ note  "Where the checkpointing cost goes (measured while choosing the defaults):
 bench cluster cluster "Cluster: a network edge over Zenoh against a TcpStream and shared memory"
 extra extra.json
 note  "Its own harness (`benches/cluster.rs`), not criterion. Both hosts are peer sessions of the bench process on 127.0.0.1, so both share this VM's two cores: four pipeline threads for the Zenoh edge (source, network sink; network source, sink) beside Zenoh's tasks, against the TcpStream contender's two and bare Zenoh's one publisher thread and one callback. Rates are timed at the receiving sink, first item to last; contenders alternate within a round and ratios are per round. The shared-memory row crosses twice (parent → worker → parent)."
+note  "The credit window (2026-12-06): granting 16 runs ahead, a credit round trip throttled 4 KiB runs to 34 M items/s (0.69 × the TcpStream); with a window of 8 MiB of runs (16 to 1024 runs) they moved 51–72 M over four runs that day, and 64 KiB runs 73–101 M. A window of 2 MiB measured 69 M / 79 M."
+note  "Threads, not the wire: at 64 KiB the edge reaches about half of bare Zenoh in the same run. The edge runs four pipeline threads beside Zenoh's transmit and receive tasks; the bare contender one thread and a callback. On two cores that is the difference; on two machines each side would have its own. Bare Zenoh batches small messages (2.4 × the TcpStream at 4 KiB, which writes once per run); why it trails the TcpStream at 64 KiB was not measured."
+note  "Tried and dropped (2026-12-06): express publishing (no batching) cut 4 KiB runs from 70 M to 31 M items/s and left the round trip where it was (63 µs p50); runs of 60 KiB (one Zenoh batch each) against 64 KiB made no difference beyond the noise. A clock read per item in the bench's own sink once capped every rate near 20 M items/s (half the perf samples in clock_gettime); it reads the clock twice per run now."
+note  "The round trip: a hop over Zenoh wakes three threads (its transmit task, its receive task, the receiving source stage) where a blocking read on a TcpStream wakes one."
 EOF
 )
 
